@@ -1,0 +1,40 @@
+"""``espnet-slam-aac``: one command, one sub-command per tool in ``espnet_slam_aac.bin``.
+
+Each tool module defines ``get_parser()`` and ``main(argv)``; this file only maps names to modules,
+so ``espnet-slam-aac NAME ...`` and ``python -m espnet_slam_aac.bin.MODULE ...`` are the same program.
+"""
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+# sub-command -> (module under espnet_slam_aac.bin, one-line help)
+COMMANDS = {
+    "prepare-data": ("prepare_data", "turn a jsonl manifest into a Kaldi-style data dir"),
+    "validate-data": ("validate_data_dir", "check a Kaldi-style data dir and say what to fix"),
+    "eat-features": ("eat_features", "extract EAT features from audio files (no fairseq)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="espnet-slam-aac",
+        description="SLAM-AAC automated audio captioning for ESPnet.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(f"  {name:<24} {help_}" for name, (_, help_) in COMMANDS.items()),
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND", help="see below")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of COMMAND (COMMAND --help)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    ns = build_parser().parse_args(argv)
+    module = importlib.import_module(f"espnet_slam_aac.bin.{COMMANDS[ns.command][0]}")
+    sys.argv[0] = f"espnet-slam-aac {ns.command}"
+    module.main(ns.args)
+
+
+if __name__ == "__main__":
+    main()

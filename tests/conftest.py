@@ -1,0 +1,47 @@
+"""Shared fixtures: real audio files made by code, never downloaded."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile  # noqa: E402
+import torch  # noqa: E402
+
+from espnet_slam_aac import synth  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def audio_files(tmp_path_factory) -> dict:
+    """Real files in the shapes users have: name -> path.
+
+    ``10s_16k``: 10 s mono 16 kHz; ``30s_16k``: 30 s mono; ``3s_44k_stereo``: 3 s, 44.1 kHz, 2 channels;
+    ``10s_32k``: 10 s mono 32 kHz (the rate of EAT's own test clip), written as 16-bit PCM.
+    """
+    root = tmp_path_factory.mktemp("audio")
+    rng = np.random.default_rng(1234)
+    specs = {
+        "10s_16k": (16000, 10.0, 1),
+        "30s_16k": (16000, 30.0, 1),
+        "3s_44k_stereo": (44100, 3.0, 2),
+        "10s_32k": (32000, 10.0, 1),
+    }
+    paths = {}
+    for name, (rate, seconds, channels) in specs.items():
+        wave, _ = synth.synthesize_clip(rng, rate, seconds, channels)
+        paths[name] = root / f"{name}.wav"
+        soundfile.write(paths[name], wave, rate, subtype="PCM_16")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def synth_manifest(tmp_path_factory) -> Path:
+    """A jsonl manifest (key, source, target) of 12 synthesized 4 s clips, 5 captions each."""
+    return synth.write_corpus(tmp_path_factory.mktemp("corpus"), n_clips=12, captions_per_clip=5, seed=7)
