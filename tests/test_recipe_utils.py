@@ -21,8 +21,8 @@ def run_py(cwd: Path, *args, **env) -> subprocess.CompletedProcess:
                           text=True, env={**os.environ, **env})
 
 
-def data_dir_py(cwd: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(UTILS / "data_dir.py"), *map(str, args)], cwd=cwd,
+def split_merge_py(cwd: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(UTILS / "split_merge.py"), *map(str, args)], cwd=cwd,
                           capture_output=True, text=True)
 
 
@@ -183,7 +183,7 @@ def test_run_slurm_missing_config_is_a_clear_error(tmp_path, fake_sbatch):
     assert out.returncode != 0 and "no slurm config nope.conf" in out.stderr
 
 
-# ---------------------------------------------------------------- data_dir.py
+# ---------------------------------------------------------------- split_merge.py
 
 
 def write(path: Path, text: str) -> Path:
@@ -194,11 +194,11 @@ def write(path: Path, text: str) -> Path:
 
 def test_split_is_contiguous_balanced_and_refuses_more_parts_than_keys(tmp_path):
     keys = write(tmp_path / "wav.scp", "".join(f"k{i} /a/{i}.wav\n" for i in range(7)))
-    assert data_dir_py(tmp_path, "split", keys, 3, "split").returncode == 0
+    assert split_merge_py(tmp_path, "split", keys, 3, "split").returncode == 0
     parts = [(tmp_path / f"split/keys.{i}.scp").read_text().splitlines() for i in (1, 2, 3)]
     assert [len(p) for p in parts] == [3, 2, 2]
     assert sum(parts, []) == keys.read_text().splitlines()
-    out = data_dir_py(tmp_path, "split", keys, 8, "split")
+    out = split_merge_py(tmp_path, "split", keys, 8, "split")
     assert out.returncode == 1 and "cannot split 7 keys" in out.stderr
 
 
@@ -206,11 +206,11 @@ def test_merge_sorts_by_key_and_rejects_duplicates_and_missing_keys(tmp_path):
     a = write(tmp_path / "a/text", "k3 c\nk1 a b\n")
     b = write(tmp_path / "b/text", "k2 x\n")
     expect = write(tmp_path / "keys", "k1\nk2\nk3\n")
-    assert data_dir_py(tmp_path, "merge", "--expect", expect, "out/text", a, b).returncode == 0
+    assert split_merge_py(tmp_path, "merge", "--expect", expect, "out/text", a, b).returncode == 0
     assert (tmp_path / "out/text").read_text() == "k1 a b\nk2 x\nk3 c\n"
-    out = data_dir_py(tmp_path, "merge", "out/t2", a, a)
+    out = split_merge_py(tmp_path, "merge", "out/t2", a, a)
     assert out.returncode == 1 and "key k3 is in both" in out.stderr
-    out = data_dir_py(tmp_path, "merge", "--expect", write(tmp_path / "k4", "k1\nk2\nk3\nk4\n"), "out/t3", a, b)
+    out = split_merge_py(tmp_path, "merge", "--expect", write(tmp_path / "k4", "k1\nk2\nk3\nk4\n"), "out/t3", a, b)
     assert out.returncode == 1 and "1 keys of" in out.stderr and "k4" in out.stderr
 
 
@@ -221,30 +221,12 @@ def test_merge_dirs_merges_nested_text_and_jsonl_job_outputs(tmp_path):
         write(d / "beam2/text", "".join(f"{k} b2 {k}\n" for k in keys))
         write(d / "candidates.jsonl", "".join(f'{{"key": "{k}", "candidates": []}}\n' for k in keys))
         write(d / "decode.log", "noise\n")
-    out = data_dir_py(tmp_path, "merge_dirs", "merged", "output.1", "output.2")
+    out = split_merge_py(tmp_path, "merge_dirs", "merged", "output.1", "output.2")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "merged/text").read_text() == "a cap a\nb cap b\nc cap c\n"
     assert (tmp_path / "merged/beam2/text").read_text().splitlines()[0] == "a b2 a"
     assert [line[9] for line in (tmp_path / "merged/candidates.jsonl").read_text().splitlines()] == ["a", "b", "c"]
     assert not (tmp_path / "merged/decode.log").exists()
     (tmp_path / "output.2/beam2/text").unlink()
-    out = data_dir_py(tmp_path, "merge_dirs", "merged2", "output.1", "output.2")
+    out = split_merge_py(tmp_path, "merge_dirs", "merged2", "output.1", "output.2")
     assert out.returncode == 1 and "beam2/text is missing" in out.stderr
-
-
-def test_combine_unites_data_dirs_and_rebuilds_spk2utt(tmp_path):
-    for name, utts in (("d1", ["u1", "u2"]), ("d2", ["v1"])):
-        d = tmp_path / name
-        write(d / "wav.scp", "".join(f"{u} /w/{u}.wav\n" for u in utts))
-        write(d / "text", "".join(f"{u} caption of {u}\n" for u in utts))
-        write(d / "utt2spk", "".join(f"{u} clip{u[1]}\n" for u in utts))
-    write(tmp_path / "d1/only_here", "u1 x\n")
-    out = data_dir_py(tmp_path, "combine", "all", "d1", "d2")
-    assert out.returncode == 0, out.stderr
-    assert "only_here" in out.stderr
-    assert (tmp_path / "all/text").read_text().splitlines() == ["u1 caption of u1", "u2 caption of u2",
-                                                                  "v1 caption of v1"]
-    assert (tmp_path / "all/spk2utt").read_text().splitlines() == ["clip1 u1 v1", "clip2 u2"]
-    assert not (tmp_path / "all/only_here").exists()
-    out = data_dir_py(tmp_path, "combine", "again", "d1", "d1")
-    assert out.returncode == 1 and "key u1 is in both" in out.stderr

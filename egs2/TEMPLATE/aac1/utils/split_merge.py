@@ -1,17 +1,14 @@
 #!/usr/bin/env python3
-"""Small tools over Kaldi-style data dirs and keyed files (``key rest-of-line`` or jsonl with "key").
+"""Split key lists into job parts and merge the jobs' keyed outputs (``key rest-of-line`` or jsonl with "key").
 
-    data_dir.py split KEYS N OUT_DIR           KEYS -> OUT_DIR/keys.1.scp .. keys.N.scp (contiguous,
+    split_merge.py split KEYS N OUT_DIR           KEYS -> OUT_DIR/keys.1.scp .. keys.N.scp (contiguous,
                                                sizes differ by at most one; N above the key count is
                                                an error: ask for fewer jobs)
-    data_dir.py merge [--expect KEYS] OUT IN...    concatenate keyed files, sorted by key
-    data_dir.py merge_dirs [--expect KEYS] OUT_DIR IN_DIR...
+    split_merge.py merge [--expect KEYS] OUT IN...    concatenate keyed files, sorted by key
+    split_merge.py merge_dirs [--expect KEYS] OUT_DIR IN_DIR...
                                                merge every file of the first IN_DIR (found by relative
                                                path, recursively) across all IN_DIRs: job outputs ->
                                                one output dir
-    data_dir.py combine OUT_DIR IN_DIR...      union of data dirs: per-utterance files that every input
-                                               has are concatenated, spk2utt is rebuilt from utt2spk
-    data_dir.py spk2utt DATA_DIR               (re)write DATA_DIR/spk2utt from DATA_DIR/utt2spk
 
 Keys are sorted as ``LC_ALL=C sort`` does. A key seen twice, a line without a key, a job output that
 lacks a key of --expect or has one not in it, are errors naming the file and line: merged results are
@@ -121,38 +118,8 @@ def merge_dirs(out_dir: Path, in_dirs: List[Path], expect: Optional[Path] = None
     return [out_dir / name for name in names]
 
 
-def spk2utt(data_dir: Path) -> None:
-    groups: Dict[str, List[str]] = {}
-    for key, line in read_keyed(data_dir / "utt2spk"):
-        fields = line.split()
-        if len(fields) != 2:
-            raise DataDirError(f"{data_dir / 'utt2spk'}: line of {key} must be 'utt spk'")
-        groups.setdefault(fields[1], []).append(key)
-    write_lines(
-        data_dir / "spk2utt",
-        (" ".join([spk] + sorted(utts, key=str.encode)) for spk, utts in sorted(groups.items(), key=lambda kv: kv[0].encode())),
-    )
-
-
-def combine(out_dir: Path, in_dirs: List[Path]) -> List[str]:
-    """Concatenate the per-utterance files every input has; returns the names written."""
-    for d in in_dirs:
-        if not (d / "utt2spk").is_file():
-            raise DataDirError(f"{d} is not a data dir (no utt2spk)")
-    common = set.intersection(*({p.name for p in d.iterdir() if p.is_file()} for d in in_dirs))
-    names = sorted(n for n in common if n != "spk2utt" and is_output(n) and not n.endswith(".jsonl"))
-    dropped = sorted({p.name for d in in_dirs for p in d.iterdir() if p.is_file()} - common - {"spk2utt"})
-    if dropped:
-        print(f"data_dir.py combine: not every input has {', '.join(dropped)}; left out of {out_dir}", file=sys.stderr)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        merge(out_dir / name, [d / name for d in in_dirs])
-    spk2utt(out_dir)
-    return names + ["spk2utt"]
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="data_dir.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="split_merge.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("split")
@@ -164,25 +131,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("--expect", type=Path, default=None, help="the keys every merged file must hold")
         p.add_argument("out", type=Path)
         p.add_argument("inputs", type=Path, nargs="+")
-    p = sub.add_parser("combine")
-    p.add_argument("out", type=Path)
-    p.add_argument("inputs", type=Path, nargs="+")
-    p = sub.add_parser("spk2utt")
-    p.add_argument("data_dir", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.command == "split":
             split(args.keys, args.n, args.out_dir)
         elif args.command == "merge":
             merge(args.out, args.inputs, args.expect)
-        elif args.command == "merge_dirs":
-            merge_dirs(args.out, args.inputs, args.expect)
-        elif args.command == "combine":
-            combine(args.out, args.inputs)
         else:
-            spk2utt(args.data_dir)
+            merge_dirs(args.out, args.inputs, args.expect)
     except (DataDirError, OSError) as e:
-        print(f"data_dir.py {args.command}: {e}", file=sys.stderr)
+        print(f"split_merge.py {args.command}: {e}", file=sys.stderr)
         return 1
     return 0
 
