@@ -165,7 +165,7 @@ def eat_fbank(
     ``frames`` is ``target_length`` (default 1024), or with ``target_length=None`` the clip's own frame count
     rounded up to a multiple of 16 (at most ``max_frames``).
     """
-    _check_lengths(target_length, max_frames)
+    check_lengths(target_length, max_frames)
     wave = torch.as_tensor(wave)
     with torch.autocast(wave.device.type, enabled=False):
         wave = select_channel(wave, channel).float()
@@ -174,10 +174,13 @@ def eat_fbank(
         return normalize(pad_or_trim(fbank, target_length, max_frames), norm_mean, norm_std)
 
 
-def _check_lengths(target_length: Optional[int], max_frames: int) -> None:
+def check_lengths(target_length: Optional[int], max_frames: int = MAX_FRAMES) -> None:
+    """``ConfigError`` unless both are positive multiples of 16 and ``target_length <= max_frames``."""
     for name, value in (("target_length", target_length), ("max_frames", max_frames)):
         if value is not None and (value <= 0 or value % PATCH_FRAMES):
             raise ConfigError(f"{name} must be a positive multiple of {PATCH_FRAMES} frames, got {value}")
+    if target_length is not None and target_length > max_frames:
+        raise ConfigError(f"target_length {target_length} exceeds the encoder's position table ({max_frames} frames)")
 
 
 class EATFbank(AbsFrontend):
@@ -218,7 +221,7 @@ class EATFbank(AbsFrontend):
             raise ConfigError(f"channel must be one of {CHANNELS}, got {channel!r}")
         if resampler not in RESAMPLERS:
             raise ConfigError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
-        _check_lengths(target_length, max_frames)
+        check_lengths(target_length, max_frames)
         self.fs = int(fs)
         self.target_length = target_length
         self.channel = channel

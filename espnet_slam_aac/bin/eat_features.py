@@ -1,0 +1,185 @@
+"""Extract EAT features from audio, as EAT's feature_extract.py does, without fairseq.
+
+Each clip is read (any rate, any channel count), resampled to 16 kHz, turned into EAT's normalized fbank,
+padded or cut to --target_length frames (1024 = 10.24 s; "none" keeps the whole clip) and encoded. Features
+are the last block's tokens, CLS first, as float32:
+
+  all        (1 + N, D): CLS then the N = frames/16 * 8 patch tokens (513 x 768 for EAT-base, 1024 frames)
+  frame      (N, D): the patch tokens, time-major (token t * 8 + f: 16 frames x 16 mel bins each)
+  utterance  (D,): the CLS token
+
+One file: --wav IN --out OUT.npy. A whole list: --wav_scp wav.scp (lines "KEY PATH") --out PREFIX writes
+PREFIX.ark and PREFIX.scp (Kaldi format, read them with kaldiio.load_scp), in wav.scp order.
+
+The checkpoint is a fairseq .pt (pre-trained or fine-tuned), a Hugging Face folder (config.json +
+model.safetensors) or a Hub id such as worstchan/EAT-base_epoch30_finetune_AS2M. EAT's readme recommends
+fine-tuned checkpoints for features. The default resampler (functional) is EAT's own; use --resampler
+transforms to get what SLAM-AAC's data loader feeds EAT.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from espnet_slam_aac import frontend
+from espnet_slam_aac.errors import AudioError, DataError, SlamAACError
+
+GRANULARITIES = ("all", "frame", "utterance")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def read_wav_scp(path: Union[str, Path]) -> List[Tuple[str, str]]:
+    """``(key, audio path)`` pairs of a Kaldi wav.scp; piped commands ("cmd |") are not supported."""
+    entries, seen = [], {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            key, _, audio = line.strip().partition(" ")
+            audio = audio.strip()
+            if not audio:
+                raise DataError(f"{path}:{number}: expected 'KEY PATH', got {line.strip()!r}")
+            if audio.endswith("|"):
+                raise DataError(f"{path}:{number}: key {key!r}: piped commands are not supported; give a file path")
+            if key in seen:
+                raise DataError(f"{path}:{number}: key {key!r} repeats line {seen[key]}")
+            seen[key] = number
+            entries.append((key, audio))
+    if not entries:
+        raise DataError(f"{path}: no entries")
+    return entries
+
+
+class FbankDataset(torch.utils.data.Dataset):
+    """EAT fbank of each (key, path); a bad file comes back as its ``AudioError`` to be raised in order."""
+
+    def __init__(self, entries: List[Tuple[str, str]], **fbank_options):
+        self.entries, self.fbank_options = entries, fbank_options
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int):
+        key, path = self.entries[index]
+        try:
+            wave, rate = frontend.load_audio(path)
+            return key, frontend.eat_fbank(wave, rate, **self.fbank_options)
+        except AudioError as e:
+            return key, e if key == path else AudioError(f"key {key!r}: {e}")
+
+
+def collate(items):
+    for _, fbank in items:
+        if isinstance(fbank, AudioError):
+            raise fbank
+    keys = [key for key, _ in items]
+    lengths = torch.tensor([fbank.shape[0] for _, fbank in items])
+    return keys, torch.nn.utils.rnn.pad_sequence([fbank for _, fbank in items], batch_first=True), lengths
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # fbank workers must not compete with the encoder for cores
+
+
+def select(tokens: torch.Tensor, granularity: str) -> np.ndarray:
+    """Tokens ``(1 + N, D)`` of one clip -> the requested float32 array."""
+    part = {"all": tokens, "frame": tokens[1:], "utterance": tokens[0]}[granularity]
+    return part.float().cpu().numpy()
+
+
+def extract(model, batches, device: torch.device, dtype: torch.dtype, granularity: str):
+    """Yield ``(key, features)`` for each clip of ``batches`` (from ``collate``)."""
+    for keys, fbank, lengths in batches:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            tokens = model(fbank.to(device), lengths.to(device))
+        for key, row, n in zip(keys, tokens, model.config.num_tokens(lengths).tolist()):
+            yield key, select(row[:n], granularity)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="fairseq .pt, Hugging Face folder or Hub id")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--wav", help="one audio file (any format soundfile reads)")
+    source.add_argument("--wav_scp", help="Kaldi wav.scp: one 'KEY PATH' per line")
+    parser.add_argument("--out", required=True, help="with --wav: OUT.npy; with --wav_scp: prefix of .ark/.scp")
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="all", help="see above (default: all)")
+    parser.add_argument("--target_length", type=_target_length, default=frontend.TARGET_LENGTH,
+                        help="fbank frames, a multiple of 16 (default 1024 = 10.24 s); 'none': whole clip, "
+                             "padded to a multiple of 16, up to the checkpoint's position table")  # fmt: skip
+    parser.add_argument("--resampler", choices=frontend.RESAMPLERS, default="functional",
+                        help="for audio not at 16 kHz: functional (EAT's scripts, default) or transforms "
+                             "(SLAM-AAC's data loader)")  # fmt: skip
+    parser.add_argument("--channel", choices=frontend.CHANNELS, default="first",
+                        help="multi-channel audio: channel 0 (default) or the mean of all channels")  # fmt: skip
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="compute precision (autocast); features are written as float32")  # fmt: skip
+    parser.add_argument("--batch_size", type=int, default=8, help="clips per forward pass (default 8)")
+    parser.add_argument("--num_workers", type=int, default=2, help="processes computing fbanks (default 2)")
+    return parser
+
+
+def _target_length(value: str) -> Optional[int]:
+    if value.lower() == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of frames or 'none', got {value!r}")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.num_workers < 0:
+        parser.error("--batch_size must be at least 1 and --num_workers at least 0")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        run(args)
+    except SlamAACError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from espnet_slam_aac.eat_checkpoint import load_eat_model
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_eat_model(args.checkpoint).to(device)
+    max_frames = model.config.max_length * model.config.patch_size
+    frontend.check_lengths(args.target_length, max_frames)
+    entries = [(args.wav, args.wav)] if args.wav else read_wav_scp(args.wav_scp)
+    dataset = FbankDataset(
+        entries, target_length=args.target_length, channel=args.channel, resampler=args.resampler, max_frames=max_frames
+    )
+    batches = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch_size, num_workers=args.num_workers if len(entries) > 1 else 0,
+        collate_fn=collate, worker_init_fn=_one_thread,
+    )  # fmt: skip
+    features = extract(model, batches, device, DTYPES[args.dtype], args.granularity)
+    if args.wav:
+        _, array = next(features)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.out, array)
+        logging.info("%s: %s features %s -> %s", args.wav, args.granularity, array.shape, args.out)
+        return
+    import kaldiio
+
+    ark, scp = f"{args.out}.ark", f"{args.out}.scp"
+    Path(ark).parent.mkdir(parents=True, exist_ok=True)
+    with kaldiio.WriteHelper(f"ark,scp:{ark},{scp}") as writer:
+        for key, array in tqdm(features, total=len(entries), desc="EAT features", unit="clip"):
+            writer(key, array)
+    logging.info("%d clips: %s features -> %s, %s", len(entries), args.granularity, ark, scp)
+
+
+if __name__ == "__main__":
+    main()
