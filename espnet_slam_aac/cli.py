@@ -14,6 +14,7 @@ COMMANDS = {
     "prepare-data": ("prepare_data", "turn a jsonl manifest into a Kaldi-style data dir"),
     "validate-data": ("validate_data_dir", "check a Kaldi-style data dir and say what to fix"),
     "eat-features": ("eat_features", "extract EAT features from audio files (no fairseq)"),
+    "paraphrase": ("paraphrase", "add paraphrased captions to a training data dir (back-translation or a file)"),
 }
 
 
