@@ -4,5 +4,15 @@
 set -euo pipefail
 
 ./aac.sh \
-    --stop_stage 1 \
+    --ngpu 0 \
+    --gpu_inference false \
+    --nj 2 \
+    --inference_nj 2 \
+    --pretrain_sets "train" \
+    --train_set train \
+    --valid_set valid \
+    --test_sets test \
+    --paraphrase_sets train \
+    --paraphrase_file data/local/synth/paraphrases.jsonl \
+    --stop_stage 3 \
     "$@"
