@@ -147,6 +147,16 @@ class EATModel(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
+    def embed_patches(self, fbank: torch.Tensor) -> torch.Tensor:
+        """(B, T, 128) -> (B, N, D), token t * 8 + f: the stride-16 convolution, computed as one matrix product
+        over non-overlapping 16x16 patches (so it follows the matmul precision, full float32 by default, and not
+        cuDNN's TF32 default)."""
+        B, T, mel_bins = fbank.shape
+        p = self.config.patch_size
+        patches = fbank.reshape(B, T // p, p, mel_bins // p, p).permute(0, 1, 3, 2, 4).reshape(B, -1, p * p)
+        weight = self.patch_embed.weight
+        return F.linear(patches.to(weight.dtype), weight.reshape(weight.shape[0], -1), self.patch_embed.bias)
+
     def forward(self, fbank: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``lengths`` (frames per row) matter only when a row is shorter than the batch: the batch padding
         beyond it is then masked out of attention, so the row gets what it would get alone. Rows as long as
@@ -159,8 +169,7 @@ class EATModel(nn.Module):
                 f"EAT takes fbank (B, T, {c.mel_bins}) with T a multiple of {c.patch_size} and at most "
                 f"{c.max_length * c.patch_size} frames (its position table); got {tuple(fbank.shape)}"
             )
-        x = self.patch_embed(fbank.unsqueeze(1).to(self.patch_embed.weight.dtype))  # (B, D, T/16, 8)
-        x = x.flatten(2).transpose(1, 2)  # (B, N, D), token t * 8 + f
+        x = self.embed_patches(fbank)
         x = x + self.positions[:, : x.shape[1]].to(x.dtype)
         x = torch.cat([self.cls_token.expand(B, -1, -1).to(x.dtype), x], dim=1)
         x = self.pre_norm(x)

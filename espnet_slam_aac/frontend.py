@@ -18,6 +18,7 @@ The steps (``eat_fbank``), each a plain function below:
 ``EATFbank`` is the same as an ESPnet front end (``frontend: eat_fbank``) for padded batches.
 """
 
+import contextlib
 import functools
 import logging
 import math
@@ -116,9 +117,26 @@ def resample(wave: torch.Tensor, sample_rate: int, resampler: str = "functional"
         raise ConfigError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
     if sample_rate == SAMPLE_RATE:
         return wave
-    if resampler == "functional":
-        return torchaudio.functional.resample(wave, sample_rate, SAMPLE_RATE)
-    return _resample_transform(sample_rate, wave.device)(wave)
+    with _no_tf32(wave.device):
+        if resampler == "functional":
+            return torchaudio.functional.resample(wave, sample_rate, SAMPLE_RATE)
+        return _resample_transform(sample_rate, wave.device)(wave)
+
+
+@contextlib.contextmanager
+def _no_tf32(device: torch.device):
+    """Full float32 cuDNN convolutions on CUDA. torchaudio resamples with a convolution, which PyTorch runs in TF32
+    by default; that moves the top mel bins of resampled audio by up to 0.09 (normalized), as much as the choice
+    of resampler does. Only the convolution setting changes, and only inside this block."""
+    if device.type != "cuda":
+        yield
+        return
+    conv = torch.backends.cudnn.conv
+    before, conv.fp32_precision = conv.fp32_precision, "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = before
 
 
 def log_mel(wave: torch.Tensor) -> torch.Tensor:

@@ -178,3 +178,19 @@ def test_presets_have_the_published_sizes():
     assert sum(p.numel() for p in base.parameters()) == 85_254_144
     assert sum(p.numel() for p in large.parameters()) == 302_575_616
     assert EATConfig.preset("base").num_tokens(1024) == 513
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_encoder_on_cuda_matches_cpu():
+    encoder = EATEncoder(embed_dim=256, depth=4, num_heads=4)
+    encoder.eat.load_state_dict(random_model(encoder.eat.config).state_dict())
+    fbank, lengths = torch.randn(3, 1024, 128), torch.tensor([1024, 512, 304])
+    on_cpu = encoder(fbank, lengths)[0]
+    conv_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # TF32 convolutions (PyTorch's default) differ by ~1e-3
+    try:
+        on_cuda, token_lengths, _ = encoder.cuda()(fbank.cuda(), lengths.cuda())
+    finally:
+        torch.backends.cudnn.allow_tf32 = conv_tf32
+    for b, n in enumerate(token_lengths.tolist()):
+        assert (on_cuda[b, :n].cpu() - on_cpu[b, :n]).abs().max().item() <= 1e-4
