@@ -183,50 +183,23 @@ def test_run_slurm_missing_config_is_a_clear_error(tmp_path, fake_sbatch):
     assert out.returncode != 0 and "no slurm config nope.conf" in out.stderr
 
 
-# ---------------------------------------------------------------- split_merge.py
+# ---------------------------------------------------------------- split_keys.py
 
 
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+def split_keys(cwd: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(UTILS / "split_keys.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True)
 
 
-def test_split_is_contiguous_balanced_and_refuses_more_parts_than_keys(tmp_path):
-    keys = write(tmp_path / "wav.scp", "".join(f"k{i} /a/{i}.wav\n" for i in range(7)))
-    assert split_merge_py(tmp_path, "split", keys, 3, "split").returncode == 0
+def test_split_keys_is_contiguous_balanced_and_refuses_more_parts_than_keys(tmp_path):
+    keys = tmp_path / "wav.scp"
+    keys.write_text("".join(f"k{i} /a/{i}.wav\n" for i in range(7)))
+    assert split_keys(tmp_path, keys, 3, "split").returncode == 0
     parts = [(tmp_path / f"split/keys.{i}.scp").read_text().splitlines() for i in (1, 2, 3)]
     assert [len(p) for p in parts] == [3, 2, 2]
     assert sum(parts, []) == keys.read_text().splitlines()
-    out = split_merge_py(tmp_path, "split", keys, 8, "split")
-    assert out.returncode == 1 and "cannot split 7 keys" in out.stderr
-
-
-def test_merge_sorts_by_key_and_rejects_duplicates_and_missing_keys(tmp_path):
-    a = write(tmp_path / "a/text", "k3 c\nk1 a b\n")
-    b = write(tmp_path / "b/text", "k2 x\n")
-    expect = write(tmp_path / "keys", "k1\nk2\nk3\n")
-    assert split_merge_py(tmp_path, "merge", "--expect", expect, "out/text", a, b).returncode == 0
-    assert (tmp_path / "out/text").read_text() == "k1 a b\nk2 x\nk3 c\n"
-    out = split_merge_py(tmp_path, "merge", "out/t2", a, a)
-    assert out.returncode == 1 and "key k3 is in both" in out.stderr
-    out = split_merge_py(tmp_path, "merge", "--expect", write(tmp_path / "k4", "k1\nk2\nk3\nk4\n"), "out/t3", a, b)
-    assert out.returncode == 1 and "1 keys of" in out.stderr and "k4" in out.stderr
-
-
-def test_merge_dirs_merges_nested_text_and_jsonl_job_outputs(tmp_path):
-    for job, keys in ((1, ["b"]), (2, ["a", "c"])):
-        d = tmp_path / f"output.{job}"
-        write(d / "text", "".join(f"{k} cap {k}\n" for k in keys))
-        write(d / "beam2/text", "".join(f"{k} b2 {k}\n" for k in keys))
-        write(d / "candidates.jsonl", "".join(f'{{"key": "{k}", "candidates": []}}\n' for k in keys))
-        write(d / "decode.log", "noise\n")
-    out = split_merge_py(tmp_path, "merge_dirs", "merged", "output.1", "output.2")
-    assert out.returncode == 0, out.stderr
-    assert (tmp_path / "merged/text").read_text() == "a cap a\nb cap b\nc cap c\n"
-    assert (tmp_path / "merged/beam2/text").read_text().splitlines()[0] == "a b2 a"
-    assert [line[9] for line in (tmp_path / "merged/candidates.jsonl").read_text().splitlines()] == ["a", "b", "c"]
-    assert not (tmp_path / "merged/decode.log").exists()
-    (tmp_path / "output.2/beam2/text").unlink()
-    out = split_merge_py(tmp_path, "merge_dirs", "merged2", "output.1", "output.2")
-    assert out.returncode == 1 and "beam2/text is missing" in out.stderr
+    out = split_keys(tmp_path, keys, 8, "split")
+    assert out.returncode == 1 and "cannot split the 7 keys" in out.stderr
+    keys.write_text("k1 a\n\nk2 b\n")
+    out = split_keys(tmp_path, keys, 1, "split")
+    assert out.returncode == 1 and "wav.scp:2: empty line" in out.stderr

@@ -193,8 +193,8 @@ collect_stats() {
     local _nj
     _nj=$(min "${nj}" "$(wc -l < "${_tr}/wav.scp")" "$(wc -l < "${_va}/wav.scp")")
     rm -rf "${_logdir}"
-    ${python} utils/split_merge.py split "${_tr}/wav.scp" "${_nj}" "${_logdir}/train"
-    ${python} utils/split_merge.py split "${_va}/wav.scp" "${_nj}" "${_logdir}/valid"
+    ${python} utils/split_keys.py "${_tr}/wav.scp" "${_nj}" "${_logdir}/train"
+    ${python} utils/split_keys.py "${_va}/wav.scp" "${_nj}" "${_logdir}/valid"
     log "collect-stats of ${_tr} and ${_va} in ${_nj} jobs: ${_logdir}/stats.*.log"
     ${train_cmd} JOB=1:"${_nj}" "${_logdir}/stats.JOB.log" \
         ${python} -m espnet_slam_aac.bin.aac_train --collect_stats true --ngpu 0 --config "${_config}" \
@@ -275,22 +275,14 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && ! "${skip_train}"; then
     train "${train_exp}" "${train_config}" "${train_stats}" "${train_set}" "${valid_set}" "${_init}" "${train_args}"
 fi
 
-# The model decoded and packed: a trained experiment, or a downloaded packed model.
+# The model decoded: a trained experiment, or a packed model (folder or Hub id) given by --download_model.
 model_opts() {
     if [ -n "${download_model}" ]; then
-        echo "--model ${train_exp}/packed"
+        echo "--model ${download_model}"
     else
         echo "--train_config ${train_exp}/config.yaml --model_file ${train_exp}/${inference_model}"
     fi
 }
-
-if [ -n "${download_model}" ] && [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
-    if [ ! -f "${train_exp}/packed/.done" ]; then
-        log "Downloading ${download_model} -> ${train_exp}/packed"
-        ${python} -m espnet_slam_aac.bin.pack --download "${download_model}" --out_dir "${train_exp}/packed"
-        touch "${train_exp}/packed/.done"
-    fi
-fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && ! "${skip_eval}"; then
     for set in ${test_sets}; do
@@ -299,26 +291,26 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && ! "${skip_eval}"; then
         _data=${dumpdir}/raw/${set}
         _logdir=${_dir}/logdir
         _nj=$(min "${inference_nj}" "$(wc -l < "${_data}/wav.scp")")
-        # A job whose output is complete is not run again: a rerun only decodes what is missing.
+        # Jobs whose output is complete (aac_inference writes `text` last) are not run again, so a rerun
+        # decodes only what is missing; a different number of jobs starts over.
         if [ ! -f "${_logdir}/keys.${_nj}.scp" ] || [ -f "${_logdir}/keys.$((_nj + 1)).scp" ]; then
             rm -rf "${_logdir}"
-            ${python} utils/split_merge.py split "${_data}/wav.scp" "${_nj}" "${_logdir}"
+            ${python} utils/split_keys.py "${_data}/wav.scp" "${_nj}" "${_logdir}"
         fi
         log "Stage 8: decoding ${_data} in ${_nj} jobs -> ${_dir} (logs: ${_logdir}/decode.*.log)"
         _opts=()
-        [ -z "${decode_config}" ] || _opts+=(--config "${decode_config}")
+        [ -z "${decode_config}" ] || _opts+=(--decode_config "${decode_config}")
         # shellcheck disable=SC2046,SC2086
         ${decode_cmd} --gpu "${_inference_ngpu}" JOB=1:"${_nj}" "${_logdir}/decode.JOB.log" \
-            test -f "${_logdir}/output.JOB/.done" '||' '(' \
+            test -f "${_logdir}/output.JOB/text" '||' \
             ${python} -m espnet_slam_aac.bin.aac_inference $(model_opts) "${_opts[@]}" \
-                --data_path_and_name_and_type "${_data}/wav.scp,speech,sound" \
-                --key_file "${_logdir}/keys.JOB.scp" --output_dir "${_logdir}/output.JOB" \
-                --device "${_device}" ${decode_args} \
-            '&&' touch "${_logdir}/output.JOB/.done" ')' \
+                --wav_scp "${_data}/wav.scp" --key_file "${_logdir}/keys.JOB.scp" \
+                --output_dir "${_logdir}/output.JOB" --device "${_device}" ${decode_args} \
             || fail "decoding failed; see ${_logdir}/decode.*.log"
         _outputs=()
         for i in $(seq "${_nj}"); do _outputs+=("${_logdir}/output.${i}"); done
-        ${python} utils/split_merge.py merge_dirs --expect "${_data}/wav.scp" "${_dir}" "${_outputs[@]}"
+        ${python} -m espnet_slam_aac.bin.aac_inference --merge "${_outputs[@]}" --output_dir "${_dir}" \
+            --key_file "${_data}/wav.scp"
         touch "${_dir}/.done"
     done
 fi
@@ -342,30 +334,37 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ] && ! "${skip_eval}" && ! "$
 fi
 
 if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ] && ! "${skip_eval}"; then
-    log "Stage 10: scoring -> ${train_exp}/RESULTS.md"
+    _opts=()
+    [ -n "${download_model}" ] || _opts+=(--model_config "${train_exp}/config.yaml")
+    [ -z "${decode_config}" ] || _opts+=(--decode_config "${decode_config}")
+    { "${skip_refine}" || [ -z "${refine_config}" ]; } || _opts+=(--refine_config "${refine_config}")
     for set in ${test_sets}; do
         _dir=${train_exp}/${decode_name}/${set}
+        log "Stage 10: scoring ${_dir} (1-best, every beam size, CLAP-Refine) against ${dumpdir}/raw/${set}"
         # shellcheck disable=SC2086
         ${decode_cmd} "${_dir}/logdir/score.log" \
             ${python} -m espnet_slam_aac.bin.aac_score --ref_dir "${dumpdir}/raw/${set}" --decode_dir "${_dir}" \
-                ${score_args} || fail "scoring failed; see ${_dir}/logdir/score.log"
+                --set_name "${set}" "${_opts[@]}" ${score_args} \
+            || fail "scoring failed; see ${_dir}/logdir/score.log"
     done
-    ${python} -m espnet_slam_aac.bin.aac_score --results "${train_exp}" --out "${train_exp}/RESULTS.md"
+    ${python} -m espnet_slam_aac.bin.aac_score --collect "${train_exp}" --results_md "${train_exp}/RESULTS.md" \
+        --title "${train_exp}"
     cat "${train_exp}/RESULTS.md"
 fi
 
 if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && ! "${skip_packing}" && [ -z "${download_model}" ]; then
     log "Stage 11: pack ${train_exp} -> ${train_exp}/packed"
-    _opts=()
+    _opts=(--name "${hf_repo:-$(basename "${train_exp}")}")
     [ ! -f "${train_exp}/RESULTS.md" ] || _opts+=(--results "${train_exp}/RESULTS.md")
     [ ! -d "${train_exp}/images" ] || _opts+=(--images "${train_exp}/images")
     [ -z "${decode_config}" ] || _opts+=(--decode_config "${decode_config}")
     [ -z "${refine_config}" ] || _opts+=(--refine_config "${refine_config}")
-    # shellcheck disable=SC2046,SC2086
-    ${python} -m espnet_slam_aac.bin.pack $(model_opts) "${_opts[@]}" --out_dir "${train_exp}/packed" ${pack_args}
+    # shellcheck disable=SC2086
+    ${python} -m espnet_slam_aac.bin.pack --train_config "${train_exp}/config.yaml" \
+        --model_file "${train_exp}/${inference_model}" "${_opts[@]}" --out_dir "${train_exp}/packed" ${pack_args}
 fi
 
-if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ] && ! "${skip_upload}"; then
+if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ] && ! "${skip_upload}" && [ -z "${download_model}" ]; then
     if [ -z "${hf_repo}" ]; then
         log "Stage 12: no --hf_repo: nothing uploaded"
     else
