@@ -1,0 +1,129 @@
+"""Caption your own audio files.
+
+    espnet-slam-aac caption --model me/slam-aac-clotho clips/*.wav > captions.tsv
+    espnet-slam-aac caption --model exp/pack --refine path/to/clap --out captions.tsv recordings/
+
+PATHS are audio files (any format soundfile reads, any sample rate, any channel count), folders (searched
+recursively for audio files) or Kaldi wav.scp files (*.scp, "key path" lines). Output: one TSV line per clip,
+"path<TAB>caption" (the key instead of the path for wav.scp entries), in the order given, on stdout or --out.
+Only the first 10.24 s of a clip is heard by the model (its input length), as in the reference.
+
+Decoding: beam search with beam 4 (or the text_beam_size of the model's decode.yaml). With --refine, the top-1
+captions of beams 2..8 (or --beams) are the candidates and a CLAP picks the one closest to the audio
+(CLAP-Refine): --refine alone uses the CLAP the packed model names in its refine.yaml; --refine CLAP another one
+(SLAM-AAC's own folder with best_model.pt + clap_config.yaml, a LAION-CLAP .pt, a ClapModel folder or a hub id).
+--candidates FILE also writes every candidate with its scores (jsonl).
+
+A file that cannot be read is reported on stderr with the reason, the others are captioned; the exit status is
+1 if any file failed. A progress bar goes to stderr.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from espnet_slam_aac.bin.aac_inference import add_model_arguments, build_speech2caption, iter_batches
+from espnet_slam_aac.errors import AudioError, SlamAACError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
+REFINE_BEAMS = "2..8"
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, or wav.scp files")
+    parser.add_argument("--out", help="write the TSV here instead of stdout")
+    parser.add_argument("--candidates", help="also write every candidate caption with its scores (jsonl)")
+    parser.add_argument("--refine", metavar="CLAP", nargs="?", const=True,
+                        help="CLAP-Refine (beams 2..8 unless --beams) with the model's CLAP, or with CLAP")  # fmt: skip
+    parser.add_argument("--refine_config", help="refine YAML (lm_weight, CLAP options), e.g. conf/refine.yaml")
+    parser.add_argument("--num_workers", type=int, default=2, help="threads reading audio [2]")
+    add_model_arguments(parser, device="auto", dtype="auto")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    return parser
+
+
+def collect(paths: List[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """(name, audio path) pairs in the order given, and the problems found (missing paths, empty folders)."""
+    from espnet_slam_aac.bin.eat_features import read_wav_scp
+
+    entries, problems = [], []
+    for spec in paths:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            if not found:
+                problems.append(f"{spec}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in this folder")
+            entries += [(str(p), str(p)) for p in found]
+        elif path.suffix == ".scp" and path.is_file():
+            try:
+                entries += read_wav_scp(path)
+            except SlamAACError as err:
+                problems.append(str(err))
+        else:
+            entries.append((spec, spec))  # read (or reported missing) like every file
+    return entries, problems
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    from tqdm import tqdm
+
+    entries, problems = collect(args.paths)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if args.refine and args.beam_sizes is None and args.decode_config is None:
+        args.beam_sizes = REFINE_BEAMS
+    try:
+        s2c = build_speech2caption(args, refine=args.refine, refine_config=args.refine_config)
+    except SlamAACError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    if s2c.clap is None and args.beam_sizes is None:  # only the beam that gives the caption
+        s2c.options = s2c.options.replace(beam_sizes=(s2c.options.text_beam_size,))
+
+    out = open(_tmp(args.out), "w", encoding="utf-8") if args.out else sys.stdout
+    cands = open(_tmp(args.candidates), "w", encoding="utf-8") if args.candidates else None
+    failed = len(problems)
+    with tqdm(total=len(entries), unit="clip", disable=args.quiet, file=sys.stderr) as bar:
+        for batch, loaded in iter_batches(entries, s2c.batch_size, args.num_workers):
+            good = []
+            for (name, _), clip in zip(batch, loaded):
+                if isinstance(clip, AudioError):
+                    failed += 1
+                    bar.write(f"error: {clip}", file=sys.stderr)
+                else:
+                    good.append((name, clip))
+            results = s2c.caption([clip for _, clip in good]) if good else []
+            for (name, _), result in zip(good, results):
+                out.write(f"{name}\t{' '.join(result.caption.split())}\n")
+                if cands is not None:
+                    record = {"key": name, "caption": result.caption, "best": result.best,
+                              "candidates": [dataclasses.asdict(c) for c in result.candidates]}  # fmt: skip
+                    if result.similarities is not None:
+                        record["similarities"] = result.similarities
+                    cands.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+            bar.update(len(batch))
+    for handle, final in ((out, args.out), (cands, args.candidates)):
+        if final:
+            handle.close()
+            os.replace(_tmp(final), final)
+    if failed:
+        print(f"{failed} of {len(entries) + len(problems)} input(s) failed; see the errors above", file=sys.stderr)
+        sys.exit(1)
+
+
+def _tmp(path: str) -> str:
+    return str(Path(path).with_name(f".{Path(path).name}.tmp"))
+
+
+if __name__ == "__main__":
+    main()
