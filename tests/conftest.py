@@ -45,3 +45,13 @@ def audio_files(tmp_path_factory) -> dict:
 def synth_manifest(tmp_path_factory) -> Path:
     """A jsonl manifest (key, source, target) of 12 synthesized 4 s clips, 5 captions each."""
     return synth.write_corpus(tmp_path_factory.mktemp("corpus"), n_clips=12, captions_per_clip=5, seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_claps(tmp_path_factory) -> dict:
+    """Tiny random CLAPs with one seed in each format load_clap reads: "ase" (folder with best_model.pt,
+    clap_config.yaml, tokenizer), "laion" (original-layout .pt beside its tokenizer), "hf" (ClapModel folder).
+    "laion" and "hf" hold the same weights; "ase" shares their audio tower."""
+    from espnet_slam_aac.clap_tiny import build_tiny_clap
+
+    return {fmt: build_tiny_clap(tmp_path_factory.mktemp(f"clap_{fmt}"), fmt) for fmt in ("ase", "laion", "hf")}
