@@ -243,7 +243,8 @@ def convert_state_dict(
     state: Mapping[str, torch.Tensor], layout: str, config: EATConfig, where: str
 ) -> Dict[str, torch.Tensor]:
     """A checkpoint's state dict -> ``EATModel`` keys, with shape checks; other networks' keys are dropped."""
-    expected = {k: v.shape for k, v in EATModel(config).to("meta").state_dict().items()}
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in EATModel(config).state_dict().items()}
     table = key_table(layout, config.depth)
     native = {}
     for name, key in table.items():
@@ -279,8 +280,10 @@ def load_eat_state_dict(spec: str) -> Tuple[EATConfig, Dict[str, torch.Tensor]]:
 def load_eat_model(spec: str) -> EATModel:
     """An ``EATModel`` with the checkpoint's weights, in eval mode, on CPU."""
     config, state = load_eat_state_dict(spec)
-    model = EATModel(config)
-    model.load_state_dict(state)
+    with torch.device("meta"):  # no random initialization of weights about to be replaced
+        model = EATModel(config)
+    model.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)
+    model.positions = sincos_positions(config)
     return model.eval()
 
 

@@ -186,10 +186,18 @@ def eat_fbank(
     check_lengths(target_length, max_frames)
     wave = torch.as_tensor(wave)
     with torch.autocast(wave.device.type, enabled=False):
-        wave = select_channel(wave, channel).float()
-        check_duration(wave.shape[0], sample_rate, "clip")
-        fbank = log_mel(resample(wave, sample_rate, resampler))
-        return normalize(pad_or_trim(fbank, target_length, max_frames), norm_mean, norm_std)
+        fbank = padded_log_mel(wave, sample_rate, target_length, channel, resampler, max_frames)
+        return normalize(fbank, norm_mean, norm_std)
+
+
+def padded_log_mel(
+    wave: torch.Tensor, sample_rate: int, target_length: Optional[int], channel: str, resampler: str,
+    max_frames: int = MAX_FRAMES, what: str = "clip",
+) -> torch.Tensor:  # fmt: skip
+    """Steps 1-5 of ``eat_fbank`` (all but the normalization); ``what`` names the clip in errors."""
+    wave = select_channel(wave, channel).float()
+    check_duration(wave.shape[0], sample_rate, what)
+    return pad_or_trim(log_mel(resample(wave, sample_rate, resampler)), target_length, max_frames)
 
 
 def check_lengths(target_length: Optional[int], max_frames: int = MAX_FRAMES) -> None:
@@ -257,10 +265,8 @@ class EATFbank(AbsFrontend):
         rows = []
         with torch.autocast(input.device.type, enabled=False):
             for b, length in enumerate(input_lengths.tolist()):
-                wave = select_channel(input[b, :length], self.channel).float()
-                check_duration(wave.shape[0], self.fs, f"utterance {b} of the batch")
-                fbank = log_mel(resample(wave, self.fs, self.resampler))
-                rows.append(pad_or_trim(fbank, self.target_length, self.max_frames))
+                rows.append(padded_log_mel(input[b, :length], self.fs, self.target_length, self.channel,
+                                           self.resampler, self.max_frames, f"utterance {b} of the batch"))  # fmt: skip
             lengths = torch.tensor([r.shape[0] for r in rows], dtype=torch.long, device=input.device)
             # padding beyond a row's own length is 0 in the log-mel domain, like the reference's padding
             feats = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
