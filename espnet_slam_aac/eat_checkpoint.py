@@ -57,7 +57,7 @@ POSITION_KEY = {
 # keys of other parts of the network, dropped: pre-training decoder and EMA teacher, AudioSet classifier
 IGNORED = {
     "fairseq-pretrain": ("modality_encoders.IMAGE.decoder.", "_ema", "recon_proj.", "cls_proj.", "center"),
-    "fairseq-finetune": ("fc_norm.", "head."),
+    "fairseq-finetune": ("fc_norm.", "head.", "model.modality_encoders.IMAGE.decoder.", "model._ema"),
     "hf": ("model.fc_norm.", "model.head."),
 }
 
