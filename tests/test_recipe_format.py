@@ -64,3 +64,75 @@ def test_format_refuses_overlapping_keys(tmp_path, audio_files):
     two = prepare_data_dir(manifest(tmp_path / "2.jsonl", rows), tmp_path / "data/two").out_dir
     done = run_format(one, two, tmp_path / "dump/both")
     assert done.returncode == 1 and "duplicate utterance key 'a_1'" in done.stderr
+
+
+# ------------------------------------------------------------------ aac-datasets -> jsonl (with a stand-in)
+
+MANIFEST = FORMAT.parent / "aac_datasets_manifest.py"
+
+STUB = '''
+class _Subset:
+    def __init__(self, root, subset, download=False, **kwargs):
+        import json, os
+        spec = json.load(open(os.path.join(root, "stub.json")))[subset]
+        self.columns = {k: spec[k] for k in spec}
+        self.kwargs = kwargs
+    def __len__(self):
+        return len(self.columns["fpath"])
+    def at(self, idx, column):
+        assert idx is None
+        return self.columns[column]
+
+class Clotho(_Subset):
+    pass
+
+class AudioCaps(_Subset):
+    def __init__(self, root, subset, download=False, exclude_removed_audio=True, **kwargs):
+        assert exclude_removed_audio is False, "the converter must see missing clips to report them"
+        super().__init__(root, subset, download)
+'''
+
+
+def run_manifest(tmp_path, *args, stub=STUB):
+    """Runs the converter with ``stub`` as the aac_datasets package."""
+    (tmp_path / "stub" / "aac_datasets").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "stub" / "aac_datasets" / "__init__.py").write_text(stub)
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "stub")}
+    return subprocess.run([sys.executable, str(MANIFEST), *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_audiocaps_manifest_leaves_out_and_reports_clips_that_could_not_be_fetched(tmp_path, audio_files):
+    root = tmp_path / "downloads"
+    root.mkdir()
+    spec = {"test": {"fpath": [str(audio_files["10s_32k"]), str(root / "gone.flac"), str(audio_files["10s_16k"])],
+                     "captions": [["a dog barks", "a dog is barking"], ["lost"], ["rain", "rain falls"]],
+                     "youtube_id": ["abc", "-gone", "xyz"], "start_time": [30, 0, 10]}}
+    (root / "stub.json").write_text(json.dumps(spec))
+    out = tmp_path / "manifests" / "audiocaps_test.jsonl"
+    done = run_manifest(tmp_path, "audiocaps", "test", out, "--root", root)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["audiocaps_test_00000_1", "audiocaps_test_00000_2", "audiocaps_test_00002_1",
+                                        "audiocaps_test_00002_2"]
+    assert rows[0] == {"key": "audiocaps_test_00000_1", "source": str(audio_files["10s_32k"]), "target": "a dog barks"}
+    assert "1 of 3 clips are not on disk" in done.stderr
+    missing = (tmp_path / "manifests" / "audiocaps_test.missing.tsv").read_text().splitlines()
+    assert missing == ["row\tyoutube_id\tstart_time", "1\t-gone\t0"]
+    # the manifest becomes an evaluation data dir with every reference
+    data = prepare_data_dir(out, tmp_path / "data/test", references=True).out_dir
+    assert read_data_dir(data)[0].texts == ("a dog barks", "a dog is barking")
+
+
+def test_clotho_manifest_treats_a_missing_file_as_a_broken_download(tmp_path, audio_files):
+    root = tmp_path / "downloads"
+    root.mkdir()
+    spec = {"eval": {"fpath": [str(audio_files["10s_16k"]), str(root / "gone.wav")], "captions": [["a"], ["b"]]}}
+    (root / "stub.json").write_text(json.dumps(spec))
+    done = run_manifest(tmp_path, "clotho", "eval", tmp_path / "clotho_eval.jsonl", "--root", root)
+    assert done.returncode != 0 and "gone.wav is missing; download Clotho again" in done.stderr
+
+
+def test_manifest_without_aac_datasets_says_how_to_install_it(tmp_path):
+    absent = "raise ImportError(\"No module named 'aac_datasets'\")\n"  # as if not installed
+    done = run_manifest(tmp_path, "clotho", "dev", tmp_path / "x.jsonl", "--root", tmp_path, stub=absent)
+    assert done.returncode != 0 and "pip install -e '.[recipe]'" in done.stderr

@@ -79,6 +79,7 @@ decode_config=""       # decode YAML (beam sizes, lengths)
 decode_args=""         # more options of aac_inference
 decode_tag=""          # exp/.../decode_<tag> (default: the config's name and the model's)
 refine_config=""       # CLAP-Refine YAML (which CLAP, lm_weight)
+clap=""                # the CLAP of stage 9 (overrides refine_config's clap:), e.g. from db.sh
 refine_args=""         # more options of clap_refine
 score_args=""          # more options of aac_score
 download_model=""      # decode a packed model (folder or Hugging Face id) instead of training one
@@ -316,13 +317,15 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && ! "${skip_eval}"; then
 fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ] && ! "${skip_eval}" && ! "${skip_refine}"; then
+    [ -n "${refine_config}${clap}" ] || fail "stage 9 needs --refine_config or --clap (or --skip_refine true)"
+    _opts=()
+    [ -z "${refine_config}" ] || _opts+=(--config "${refine_config}")
+    [ -z "${clap}" ] || _opts+=(--clap "${clap}")
     for set in ${test_sets}; do
         _dir=${train_exp}/${decode_name}/${set}
         _out=${_dir}/clap_refine
         if [ -f "${_out}/.done" ]; then log "Stage 9: ${_out} is complete: skipped"; continue; fi
         log "Stage 9: CLAP-Refine of ${_dir}/candidates.jsonl -> ${_out}"
-        _opts=()
-        [ -z "${refine_config}" ] || _opts+=(--config "${refine_config}")
         # The CLAP reads the original audio (it has its own rate), not the 16 kHz dump.
         # shellcheck disable=SC2086
         ${decode_cmd} --gpu "${_inference_ngpu}" "${_dir}/logdir/refine.log" \
@@ -337,7 +340,10 @@ if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ] && ! "${skip_eval}"; then
     _opts=()
     [ -n "${download_model}" ] || _opts+=(--model_config "${train_exp}/config.yaml")
     [ -z "${decode_config}" ] || _opts+=(--decode_config "${decode_config}")
-    { "${skip_refine}" || [ -z "${refine_config}" ]; } || _opts+=(--refine_config "${refine_config}")
+    if ! "${skip_refine}"; then
+        [ -z "${refine_config}" ] || _opts+=(--refine_config "${refine_config}")
+        [ -z "${clap}" ] || _opts+=(--info "clap=${clap}")
+    fi
     for set in ${test_sets}; do
         _dir=${train_exp}/${decode_name}/${set}
         log "Stage 10: scoring ${_dir} (1-best, every beam size, CLAP-Refine) against ${dumpdir}/raw/${set}"
@@ -358,7 +364,10 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && ! "${skip_packing}" &&
     [ ! -f "${train_exp}/RESULTS.md" ] || _opts+=(--results "${train_exp}/RESULTS.md")
     [ ! -d "${train_exp}/images" ] || _opts+=(--images "${train_exp}/images")
     [ -z "${decode_config}" ] || _opts+=(--decode_config "${decode_config}")
-    [ -z "${refine_config}" ] || _opts+=(--refine_config "${refine_config}")
+    if ! "${skip_refine}"; then
+        [ -z "${refine_config}" ] || _opts+=(--refine_config "${refine_config}")
+        [ -z "${clap}" ] || _opts+=(--clap "${clap}")
+    fi
     # shellcheck disable=SC2086
     ${python} -m espnet_slam_aac.bin.pack --train_config "${train_exp}/config.yaml" \
         --model_file "${train_exp}/${inference_model}" "${_opts[@]}" --out_dir "${train_exp}/packed" ${pack_args}

@@ -1,0 +1,1 @@
+../../TEMPLATE/aac1/aac.sh

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# SLAM-AAC on Clotho v2.1, as the reference: pre-train on Clotho development with back-translated
+# paraphrases, AudioCaps train and the PRETRAIN_MANIFESTS of db.sh (WavCaps, MACS, ...); fine-tune on
+# Clotho development; decode the evaluation split with beams 2..8; CLAP-Refine; score (aac-metrics).
+# Corpora and the CLAP: db.sh. Options: those of aac.sh (./aac.sh --help), e.g. --stage, --ngpu.
+set -euo pipefail
+. ./db.sh
+
+pretrain_sets="clotho_dev"
+[ -z "${AUDIOCAPS}${AUDIOCAPS_MANIFESTS}" ] || pretrain_sets+=" audiocaps_train"
+for item in ${PRETRAIN_MANIFESTS}; do pretrain_sets+=" ${item%%=*}"; done
+refine=(--refine_config conf/refine.yaml)
+if [ -n "${CLAP}" ]; then
+    refine+=(--clap "${CLAP}")
+else
+    echo "$0: CLAP is empty in db.sh: stage 9 (CLAP-Refine) is skipped"
+    refine+=(--skip_refine true)
+fi
+
+./aac.sh \
+    --pretrain_sets "${pretrain_sets}" \
+    --paraphrase_sets clotho_dev \
+    --paraphrase_config conf/paraphrase.yaml \
+    --train_set clotho_dev \
+    --valid_set clotho_val \
+    --test_sets clotho_eval \
+    --pretrain_config conf/train_pretrain.yaml \
+    --train_config conf/train_finetune.yaml \
+    --decode_config conf/decode.yaml \
+    "${refine[@]}" \
+    "$@"
