@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     MinLengthLogitsProcessor,
@@ -137,6 +138,45 @@ class Hypothesis:
     rank: int  # 0 = the best of its beam size
 
 
+class BeamKVLayer(DynamicLayer):
+    """One layer's keys and values for beam rows, allocated at their final length and written in place.
+
+    All rows of a clip share its prefix, and a beam reorder only moves rows within a clip, so a reorder copies the
+    generated part alone (transformers' beam search copies and regrows the whole cache at every step).
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int):
+        super().__init__()
+        rows, heads, self.prefix, dim = keys.shape
+        self.keys = keys.new_empty(rows, heads, capacity, dim)
+        self.values = values.new_empty(rows, values.shape[1], capacity, values.shape[-1])
+        self.keys[:, :, : self.prefix] = keys
+        self.values[:, :, : self.prefix] = values
+        self.length = self.prefix
+        self.device, self.is_initialized = keys.device, True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        self.keys[:, :, self.length : end] = key_states
+        self.values[:, :, self.length : end] = value_states
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> Tuple[int, int]:
+        return self.length + query_length, 0
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if beam_idx.shape[0] == self.keys.shape[0]:  # beams moved within their clips: the prefix stays
+            generated = slice(self.prefix, self.length)
+            self.keys[:, :, generated] = self.keys[beam_idx, :, generated]
+            self.values[:, :, generated] = self.values[beam_idx, :, generated]
+        else:  # clips dropped
+            self.keys, self.values = self.keys[beam_idx], self.values[beam_idx]
+
+
 class KVCache:
     """Owns the LM's KV cache: the prefix prefilled once, forked into beam rows, stepped and reordered.
 
@@ -175,11 +215,11 @@ class KVCache:
         self.prefix = [(layer.keys, layer.values) for layer in out.cache.layers]
         return out.logits[:, -1, :]
 
-    def fork(self, row_clip: torch.Tensor) -> None:
+    def fork(self, row_clip: torch.Tensor, max_new_tokens: int) -> None:
         """Start a working cache whose row ``r`` is a copy of the prefix of clip ``row_clip[r]``."""
         idx = row_clip.to(self.prefix[0][0].device)
-        data = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in self.prefix]
-        self.cache = DynamicCache(data, config=self.llm.config)
+        capacity = self.prefix[0][0].shape[-2] + max_new_tokens
+        self.cache = Cache(layers=[BeamKVLayer(k[idx], v[idx], capacity) for k, v in self.prefix])
         self.row_clip = row_clip
         self.generated = 0
 
@@ -203,7 +243,8 @@ class KVCache:
         return out.logits[:, -1, :]
 
     def reorder(self, source_rows: torch.Tensor) -> None:
-        """Row ``r`` of the cache becomes old row ``source_rows[r]`` (beam reordering; dropping finished clips)."""
+        """Row ``r`` of the cache becomes old row ``source_rows[r]``, a row of the same clip (beam reordering,
+        dropping finished clips)."""
         self.cache.reorder_cache(source_rows)
         self.row_clip = self.row_clip.index_select(0, source_rows.to(self.row_clip.device))
 
@@ -375,7 +416,7 @@ def _gather(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 def _run(cache: KVCache, searches: List[BeamSearch], first_logits: torch.Tensor) -> None:
     """Advance ``searches`` together until all are finished; their rows share one LM call per step."""
-    cache.fork(torch.cat([s.row_clips for s in searches]))
+    cache.fork(torch.cat([s.row_clips for s in searches]), searches[0].options.max_new_tokens)
     logits = first_logits.index_select(0, cache.row_clip)
     live = list(searches)
     while live:
