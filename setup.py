@@ -38,6 +38,10 @@ setup(
     packages=find_packages(include=["espnet_slam_aac", "espnet_slam_aac.*"]),
     include_package_data=True,
     install_requires=install_requires,
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+        # the real recipes: corpus download (Clotho, AudioCaps), MarianMT punctuation handling, model zoo
+        "recipe": ["aac-datasets==0.7.0", "sacremoses", "espnet_model_zoo==0.1.7"],
+    },
     entry_points={"console_scripts": ["espnet-slam-aac = espnet_slam_aac.cli:main"]},
 )
