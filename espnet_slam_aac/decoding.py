@@ -7,7 +7,8 @@ embeddings + prompt) is prefilled **once per clip**; each beam size then starts 
 Three parts, as in openai/whisper's ``decoding.py``:
 
 - :class:`DecodingOptions`: every setting, read from the decode YAML;
-- :class:`KVCache`: the one place that owns the LM's KV cache (prefill, fork per beam, one step, reorder);
+- :class:`KVCache`: the one place that owns the LM's KV cache (prefill, fork per beam, one step, reorder); its
+  rows live in :class:`BeamKVLayer` buffers, allocated once, where a beam reorder moves only generated tokens;
 - :class:`BeamSearch`: one beam size over a batch of clips, with an ``update(logits) -> source rows`` /
   ``finalize() -> n-best`` contract. Its arithmetic is transformers' ``GenerationMixin._beam_search`` (5.x)
   step for step (top-2N continuations, finished beams kept by length-normalized score, the early-stopping
@@ -15,7 +16,8 @@ Three parts, as in openai/whisper's ``decoding.py``:
 
 :func:`decode` ties them together: ``schedule="combined"`` runs every beam size of a batch as one search over
 ``B * sum(beam_sizes)`` rows (one LM call per step); ``"sequential"`` runs one beam size after another, each forked
-from the shared prefill (less memory). A clip whose search can no longer change is dropped from the batch.
+from the shared prefill (less memory, more LM calls). A clip whose search can no longer change is dropped from the
+batch. Beam size 1 is greedy search, as ``generate(num_beams=1)``.
 """
 
 import dataclasses
