@@ -128,7 +128,8 @@ def parse_java_version(output: str) -> Tuple[str, int]:
 
 
 def find_java(java: Optional[str] = None) -> JavaInfo:
-    """The Java runtime: the ``java`` argument, else ``$AAC_METRICS_JAVA_PATH``, ``java`` on PATH, ``$JAVA_HOME/bin/java``."""
+    """The Java runtime: the ``java`` argument, else the first usable of ``$AAC_METRICS_JAVA_PATH``,
+    ``java`` on PATH and ``$JAVA_HOME/bin/java``."""
     candidates = [java] if java else []
     if not java:
         if os.environ.get("AAC_METRICS_JAVA_PATH"):

@@ -29,6 +29,7 @@ import logging
 import string
 import subprocess
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,9 +106,9 @@ class FenseModels:
         return not isinstance(self.sbert, str) and not isinstance(self.echecker, str)
 
 
-def read_kaldi_text(path: Path, allow_empty: bool = False) -> Dict[str, str]:
-    """``key caption`` lines (split at the first whitespace). A line with a key only is an empty caption,
-    allowed for hypotheses (a decoder may emit nothing), an error for references."""
+def read_hypotheses(path: Path) -> Dict[str, str]:
+    """A decode's ``key caption`` lines (split at the first whitespace); a key alone is an empty caption
+    (a decoder may emit nothing). Duplicate keys are an error naming the line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -116,12 +117,9 @@ def read_kaldi_text(path: Path, allow_empty: bool = False) -> Dict[str, str]:
         if not line.strip():
             continue
         key, *rest = line.split(maxsplit=1)
-        text = rest[0].strip() if rest else ""
         if key in texts:
             raise DataError(f"{path}:{lineno}: duplicate key {key!r}")
-        if not text and not allow_empty:
-            raise DataError(f"{path}:{lineno}: key {key!r} has an empty caption")
-        texts[key] = text
+        texts[key] = rest[0].strip() if rest else ""
     return texts
 
 
@@ -243,29 +241,43 @@ def _meteor(
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
 
-        def read_line() -> str:
-            line = process.stdout.readline().decode().strip()
-            if not line:
-                stderr.seek(0)
-                raise MetricResourceError(
-                    f"METEOR ({' '.join(command)}) stopped: {stderr.read().decode(errors='replace')[-2000:]}"
-                )
-            return line
+        def stopped() -> MetricResourceError:
+            stderr.seek(0)
+            return MetricResourceError(
+                f"METEOR ({' '.join(command)}) stopped: {stderr.read().decode(errors='replace')[-2000:]}"
+            )
+
+        def ask(lines: List[bytes], answers: int) -> List[str]:
+            """Write all lines from a thread while reading the answers here: no round trip per line, and
+            neither side blocks on a full pipe."""
+
+            def write() -> None:
+                try:
+                    for line in lines:
+                        process.stdin.write(line)
+                    process.stdin.flush()
+                except BrokenPipeError:
+                    pass  # the reader below sees the process end
+
+            writer = threading.Thread(target=write, daemon=True)
+            writer.start()
+            out = [process.stdout.readline().decode().strip() for _ in range(answers)]
+            writer.join()
+            if not all(out):
+                raise stopped()
+            return out
 
         try:
-            stats = []
-            for cand, refs in zip(cands, mrefs):
-                process.stdin.write(_encode_cand_and_refs(cand, refs))
-                process.stdin.flush()
-                stats.append(read_line())
+            stats = ask([_encode_cand_and_refs(cand, refs) for cand, refs in zip(cands, mrefs)], len(cands))
+            evals = [f"EVAL ||| {' ||| '.join(stats[i] for i in index)}\n".encode() for index in per_decode.values()]
+            out = iter(ask(evals, sum(len(index) + 1 for index in per_decode.values())))
             results = {}
             for name, index in per_decode.items():
-                process.stdin.write(("EVAL ||| " + " ||| ".join(stats[i] for i in index) + "\n").encode())
-                process.stdin.flush()
-                sentences = [float(read_line()) for _ in index]
-                results[name] = (float(read_line()), sentences)
+                sentences = [float(next(out)) for _ in index]
+                results[name] = (float(next(out)), sentences)
         finally:
-            process.stdin.close()
+            with contextlib.suppress(BrokenPipeError):  # unsent lines of a process that already ended
+                process.stdin.close()
             process.kill()
             process.wait()
     return results
@@ -311,7 +323,7 @@ def _missing_metrics(
             blocking = [c for c in blocking if c.name not in ("sbert", "echecker")]
         if blocking:
             reason = "; ".join(f"{c.name}: missing " + ", ".join(c.missing) for c in blocking)
-            fetch = " && ".join(dict.fromkeys(c.fetch for c in blocking))
+            fetch = "; ".join(dict.fromkeys(c.fetch for c in blocking))
             missing[metric] = MissingMetric(reason, fetch)
         elif metric in CIDER_BASED and n_clips < 2:
             missing[metric] = MissingMetric("CIDEr-D needs at least 2 clips (its IDF comes from the corpus)", "")
@@ -338,6 +350,8 @@ def score_decodes(
     missing = _missing_metrics(metrics, resources, normalization, fense_models, len(keys))
     todo = [m for m in metrics if m not in missing]
 
+    import aac_metrics  # noqa: F401  (here, not first in the worker threads: concurrent first imports race)
+
     strip = normalization.strip_punctuation
     mrefs = [[clean_text(r, strip) for r in references[k]] for k in keys]
     cands = {name: [clean_text(hyps[k], strip) for k in keys] for name, hyps in hypotheses.items()}
@@ -357,18 +371,31 @@ def score_decodes(
         "scoring %d decodes x %d clips (%d unique clip-hypothesis pairs)", len(cands), len(keys), len(pair_cands)
     )
 
-    with ThreadPoolExecutor(max_workers=2) as pool:  # the Java programs run while Python scores
+    def outcome(job: Any, affected: Sequence[str]) -> Any:
+        """A Java or model job's result; a crash is reported for the metrics built on it, the rest goes on."""
+        try:
+            return job.result()
+        except Exception as exc:  # whatever the external program or model raised
+            logger.exception("computing %s failed", "/".join(affected))
+            for metric in affected:
+                if metric in todo:
+                    missing[metric] = MissingMetric(f"failed: {type(exc).__name__}: {exc}", "")
+            return None
+
+    wanted = {"sbert_sim"} if any(m in todo for m in ("fense", "sbert_sim")) else set()
+    wanted |= {"fer"} if any(m in todo for m in ("fense", "fer", "spider_fl")) else set()
+    with ThreadPoolExecutor(max_workers=3) as pool:  # Java programs and models run while Python scores
         meteor_job = pool.submit(_meteor, pair_cands, pair_refs, per_decode, resources) if "meteor" in todo else None
         spice_job = (
             pool.submit(_spice, pair_cands, pair_refs, resources) if any(m in todo for m in SPICE_BASED) else None
         )
+        fense_job = pool.submit(_fense, pair_cands, pair_refs, wanted, fense_models, device) if wanted else None
         decodes = {name: _python_metrics(name, cs, mrefs, todo) for name, cs in cands.items()}
-        wanted = {"sbert_sim"} if any(m in todo for m in ("fense", "sbert_sim")) else set()
-        wanted |= {"fer"} if any(m in todo for m in ("fense", "fer", "spider_fl")) else set()
-        fense_pairs = _fense(pair_cands, pair_refs, wanted, fense_models, device) if wanted else {}
-        meteor = meteor_job.result() if meteor_job else {}
-        spice_pairs = spice_job.result() if spice_job else None
+        meteor = outcome(meteor_job, ["meteor"]) if meteor_job else None
+        spice_pairs = outcome(spice_job, SPICE_BASED) if spice_job else None
+        fense_pairs = (outcome(fense_job, FENSE_BASED) if fense_job else None) or {}
 
+    computed = [m for m in todo if m not in missing]
     for name, scores in decodes.items():
         index = per_decode[name]
         if meteor:
@@ -381,13 +408,12 @@ def score_decodes(
             if "spider" in per_clip and "fer" in per_clip:
                 per_clip["spider_fl"] = fluency_penalized(per_clip["spider"], per_clip["fer"])
         for metric, values in per_clip.items():
-            if metric in todo:
-                scores.sentences[metric] = [float(v) for v in values]
-                scores.corpus[metric] = float(np.mean(values))
-        if "spider" in todo:  # corpus SPIDEr is built from the corpus scores, as aac-metrics does
+            scores.sentences[metric] = [float(v) for v in values]
+            scores.corpus[metric] = float(np.mean(values))
+        if "spider" in computed:  # corpus SPIDEr is built from the corpus scores, as aac-metrics does
             scores.corpus["spider"] = (scores.corpus["cider_d"] + scores.corpus["spice"]) / 2.0
-        scores.corpus = {m: scores.corpus[m] for m in metrics if m in scores.corpus and m in todo}
-        scores.sentences = {m: scores.sentences[m] for m in metrics if m in scores.sentences and m in todo}
+        scores.corpus = {m: scores.corpus[m] for m in computed}
+        scores.sentences = {m: scores.sentences[m] for m in computed}
 
     counts: Dict[int, int] = {}
     for refs in mrefs:

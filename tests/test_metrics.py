@@ -18,7 +18,7 @@ import torch
 from espnet_slam_aac import metric_resources as mr
 from espnet_slam_aac.errors import DataError, MetricResourceError
 from espnet_slam_aac.metrics import (
-    ALL_METRICS, FenseModels, TextNormalization, check_keys, clean_text, fluency_penalized, read_kaldi_text,
+    ALL_METRICS, FenseModels, TextNormalization, check_keys, clean_text, fluency_penalized, read_hypotheses,
     read_references, score_decodes, spider_from,
 )
 
@@ -111,8 +111,8 @@ def test_coco_caption_demo_published_values(resources):
 
 
 def _default_resources():
-    found = mr.resolve()  # the user's cache: SPICE/FENSE tests run where those are installed
-    return found
+    """The user's own cache (not written to): the SPICE and FENSE tests run where those are installed."""
+    return mr.resolve(link=False)
 
 
 def test_spice_batched_equals_aac_metrics_per_decode_and_spider_formula(tmp_path):
@@ -246,7 +246,7 @@ def test_python_metrics_need_no_java_without_ptb_and_cider_needs_two_clips():
     assert list(report.missing) == ["meteor"]  # reported, never a zero score
     assert "meteor" not in report.decodes["x"].corpus and "meteor" not in report.decodes["x"].sentences
     assert "java: missing absent" in report.missing["meteor"].reason
-    assert report.missing["meteor"].fetch == "fetch java && fetch meteor"
+    assert report.missing["meteor"].fetch == "fetch java; fetch meteor"
 
     one_clip = score_decodes({"a": refs["a"]}, {"x": {"a": "a man"}}, no_java, metrics=PYTHON_METRICS + ["spider"],
                              normalization=TextNormalization(ptb_tokenize=False))
@@ -258,6 +258,19 @@ def test_python_metrics_need_no_java_without_ptb_and_cider_needs_two_clips():
 
     with pytest.raises(ValueError, match="unknown metrics"):
         score_decodes(refs, hyps, no_java, metrics=["bleu"])
+
+
+def test_a_crashing_java_program_is_reported_and_the_other_metrics_still_computed(tmp_path):
+    java = tmp_path / "java"
+    java.write_text("#!/bin/sh\necho 'Error: Unable to access jarfile' >&2\nexit 1\n")
+    java.chmod(0o755)
+    found = mr.MetricResources(tmp_path, mr.JavaInfo(str(java), "17.0.15", 17), {
+        name: mr.Component(name) for name in ("java",) + mr.FETCHABLE})
+    report = score_decodes(README_REFS, {"x": {"a": "a man is speaking", "b": "rain falls"}}, found,
+                           metrics=["bleu_1", "meteor"], normalization=TextNormalization(ptb_tokenize=False))
+    assert report.missing["meteor"].reason.startswith("failed: MetricResourceError: METEOR (")
+    assert "Unable to access jarfile" in report.missing["meteor"].reason
+    assert list(report.decodes["x"].corpus) == ["bleu_1"]
 
 
 def test_strip_punctuation_option_and_whitespace_cleaning():
@@ -280,15 +293,15 @@ def test_check_keys_names_the_first_missing_keys_and_counts():
     assert "decode '1best': 1 hypotheses without references (extra)" in message
 
 
-def test_read_kaldi_text_errors_and_empty_hypotheses(tmp_path):
+def test_read_hypotheses_keeps_empty_captions_and_names_duplicate_lines(tmp_path):
     path = tmp_path / "text"
     path.write_text("k1 a man speaks\nk2\nk3\ta\ttab\n")
-    assert read_kaldi_text(path, allow_empty=True) == {"k1": "a man speaks", "k2": "", "k3": "a\ttab"}
-    with pytest.raises(DataError, match=r"text:2: key 'k2' has an empty caption"):
-        read_kaldi_text(path)
+    assert read_hypotheses(path) == {"k1": "a man speaks", "k2": "", "k3": "a\ttab"}
     path.write_text("k1 a\nk1 b\n")
     with pytest.raises(DataError, match=r"text:2: duplicate key 'k1'"):
-        read_kaldi_text(path, allow_empty=True)
+        read_hypotheses(path)
+    with pytest.raises(DataError, match="no such file"):
+        read_hypotheses(tmp_path / "absent")
 
 
 def _data_dir(path, clips):

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 from espnet_slam_aac import metric_resources, results
 from espnet_slam_aac.errors import SlamAACError
 from espnet_slam_aac.metrics import (
-    ALL_METRICS, TextNormalization, check_keys, read_kaldi_text, read_references, score_decodes,
+    ALL_METRICS, TextNormalization, check_keys, read_hypotheses, read_references, score_decodes,
 )
 
 logger = logging.getLogger("espnet_slam_aac.score")
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> None:
         raise SlamAACError("give --ref_dir and --hyp and/or --decode_dir (or --collect)")
 
     files = hypothesis_files(args.hyp, args.decode_dir)
-    hypotheses = {name: read_kaldi_text(path, allow_empty=True) for name, path in files.items()}
+    hypotheses = {name: read_hypotheses(path) for name, path in files.items()}
     for name, hyps in hypotheses.items():
         empty = [k for k, v in hyps.items() if not v]
         if empty:
