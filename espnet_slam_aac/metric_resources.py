@@ -192,7 +192,7 @@ def link_installed(cache_dir: Path, dry_run: bool = False) -> List[Tuple[Path, P
     """Link (or copy where links fail) jars from the installed pycocoevalcap wheel into the cache layout.
 
     Existing files are never replaced (a dangling link is). Returns (target, source) pairs linked, or that
-    would be linked with ``dry_run``. Also creates ``spice/cache``, which aac-metrics requires.
+    would be linked with ``dry_run``.
     """
     source_root = pycocoevalcap_dir()
     done = []
@@ -211,8 +211,6 @@ def link_installed(cache_dir: Path, dry_run: bool = False) -> List[Tuple[Path, P
                 target.symlink_to(source)
             except OSError:
                 shutil.copy2(source, target)
-    if not dry_run and (cache_dir / SPICE_JAR).exists():
-        (cache_dir / SPICE_CACHE).mkdir(parents=True, exist_ok=True)
     return done
 
 
@@ -253,7 +251,7 @@ def resolve(
     need("ptb", PTB_JAR)
     need("meteor", METEOR_JAR, METEOR_PARAPHRASE)
     need("spice", SPICE_JAR, *(f"{SPICE_LIB}/{name}" for name in SPICE_LIB_JARS))
-    if not dry_run and (cache_dir / SPICE_JAR).is_file():
+    if not dry_run and (cache_dir / SPICE_JAR).is_file():  # aac-metrics' SPICE requires this folder
         (cache_dir / SPICE_CACHE).mkdir(parents=True, exist_ok=True)
     if not _hf_cached(SBERT_MODEL, ("modules.json", "config.json")):
         components["sbert"].missing.append(f"hub model {SBERT_MODEL} (not in the Hugging Face cache)")

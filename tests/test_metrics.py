@@ -339,7 +339,6 @@ def test_installed_jars_are_linked_into_a_fresh_cache_and_spice_lists_what_is_mi
     assert {mr.PTB_JAR, mr.METEOR_JAR, mr.METEOR_PARAPHRASE, mr.SPICE_JAR} <= targets
     assert all(t.is_symlink() and t.resolve() == s.resolve() for t, s in linked)
     assert mr.link_installed(tmp_path) == []  # nothing twice
-    assert (tmp_path / mr.SPICE_CACHE).is_dir()
 
     # a dangling link (e.g. a moved venv) is replaced; an existing file is kept
     ptb = tmp_path / mr.PTB_JAR
@@ -352,6 +351,7 @@ def test_installed_jars_are_linked_into_a_fresh_cache_and_spice_lists_what_is_mi
 
     found = mr.resolve(tmp_path, java="/nonexistent/java")
     assert found.components["ptb"].ok and found.components["meteor"].ok
+    assert (tmp_path / mr.SPICE_CACHE).is_dir()
     absent = [n for n in mr.SPICE_LIB_JARS if not (mr.pycocoevalcap_dir() / "spice" / "lib" / n).is_file()]
     assert found.components["spice"].missing == [str(tmp_path / mr.SPICE_LIB / n) for n in absent]
     assert not found.components["java"].ok and "/nonexistent/java (not found)" in found.components["java"].missing[0]

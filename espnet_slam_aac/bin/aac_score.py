@@ -39,7 +39,8 @@ def get_parser() -> argparse.ArgumentParser:
                     help="a set's decode dir: scores DIR/text as '1best' and every DIR/*/text (beam<N>, "
                     "clap_refine, ...) as its folder name")
     io.add_argument("--out_dir", type=Path,
-                    help="where scores.json, scores.jsonl, RESULTS.md and the plot go (default: <first hyp dir>/score)")
+                    help="where scores.json, scores.jsonl, RESULTS.md and the plot go "
+                    "(default: <decode_dir>/score, else <first --hyp's folder>/score)")
     io.add_argument("--set_name", help="name of the evaluation set in the outputs (default: --ref_dir's name)")
     io.add_argument("--min_refs", type=int, default=1,
                     help="error if a clip has fewer references than this (clips with fewer references than "
@@ -144,7 +145,8 @@ def run(args: argparse.Namespace) -> None:
         if empty:
             logger.warning("decode %s: %d empty captions (%s)", name, len(empty), ", ".join(empty[:5]))
     references = read_references(args.ref_dir, args.min_refs)
-    check_keys(references, hypotheses)  # before the slower resource checks
+    check_keys(references, hypotheses)  # input errors first, before the slower resource checks and scoring
+    settings = settings_from(args)
     resources = metric_resources.resolve(args.cache_dir, args.java, link=args.link)
     if resources.linked:
         logger.info("linked %d files of the installed pycocoevalcap into %s", len(resources.linked),
@@ -153,11 +155,11 @@ def run(args: argparse.Namespace) -> None:
     normalization = TextNormalization(ptb_tokenize=args.ptb_tokenize, strip_punctuation=args.strip_punctuation)
     report = score_decodes(references, hypotheses, resources, args.metrics, normalization, args.device)
 
-    out_dir = args.out_dir or next(iter(files.values())).parent / "score"
+    out_dir = args.out_dir or (args.decode_dir or next(iter(files.values())).parent) / "score"
     set_name = args.set_name or args.ref_dir.resolve().name
     summary = results.summarize(
         report, set_name, {n: str(p) for n, p in files.items()}, str(args.ref_dir),
-        resources.java.version if resources.java else None, settings_from(args),
+        resources.java.version if resources.java else None, settings,
     )
     results.write_scores(out_dir, report, hypotheses, summary)
     written = results.write_results(args.results_md or out_dir / "RESULTS.md", [summary], args.title)
