@@ -14,6 +14,8 @@ COMMANDS = {
     "prepare-data": ("prepare_data", "turn a jsonl manifest into a Kaldi-style data dir"),
     "validate-data": ("validate_data_dir", "check a Kaldi-style data dir and say what to fix"),
     "eat-features": ("eat_features", "extract EAT features from audio files (no fairseq)"),
+    "train": ("aac_train", "train SLAM-AAC with ESPnet's trainer (any ESPnet *_train option)"),
+    "import-slam-checkpoint": ("import_slam_checkpoint", "convert a SLAM-LLM SLAM-AAC checkpoint into ours"),
     "decode": ("aac_inference", "n-best decoding of a wav.scp: text, beam<N>/text, candidates.jsonl"),
     "caption": ("caption", "caption your own audio files, folders or wav.scp (TSV path<TAB>caption)"),
     "paraphrase": ("paraphrase", "add paraphrased captions to a training data dir (back-translation or a file)"),

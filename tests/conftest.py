@@ -55,3 +55,27 @@ def tiny_claps(tmp_path_factory) -> dict:
     from espnet_slam_aac.clap_tiny import build_tiny_clap
 
     return {fmt: build_tiny_clap(tmp_path_factory.mktemp(f"clap_{fmt}"), fmt) for fmt in ("ase", "laion", "hf")}
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory, synth_manifest) -> Path:
+    """A Hugging Face folder laid out like Vicuna's: random-init Llama (hidden 64, 2 layers, 4 heads) and a
+    sentencepiece tokenizer trained on the ``synth_manifest`` captions and SLAM-AAC's prompt."""
+    import json
+
+    from espnet_slam_aac.toy import build_tiny_llm
+
+    captions = [json.loads(line)["target"] for line in synth_manifest.read_text(encoding="utf-8").splitlines()]
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm"), captions)
+
+
+@pytest.fixture(scope="session")
+def tiny_eat(tmp_path_factory) -> Path:
+    """A random-init EAT (32-d, 1 block, 2 heads, 64 time patches) as a Hugging Face folder."""
+    from espnet_slam_aac.eat_checkpoint import save_hf_checkpoint
+    from espnet_slam_aac.encoder import EATConfig, EATModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = EATModel(EATConfig(embed_dim=32, depth=1, num_heads=2, max_length=64))
+    return save_hf_checkpoint(model, tmp_path_factory.mktemp("tiny_eat"))

@@ -1,0 +1,30 @@
+"""Train SLAM-AAC with ESPnet's trainer: ``python -m espnet_slam_aac.bin.aac_train --config conf/train.yaml ...``.
+
+The options are those of every ESPnet ``*_train`` (``--print_config`` lists them with their defaults), plus
+``AACTask``'s: ``--frontend``, ``--specaug``, ``--encoder``, ``--projector``, ``--decoder``, ``--model`` (each
+with ``--<name>_conf``) and ``--frozen_dtype``. Example::
+
+    python -m espnet_slam_aac.bin.aac_train --config conf/train_pretrain.yaml --ngpu 1 \\
+        --train_data_path_and_name_and_type dump/train/wav.scp,speech,sound \\
+        --train_data_path_and_name_and_type dump/train/text,text,text \\
+        --train_shape_file exp/stats/train/speech_shape \\
+        --valid_data_path_and_name_and_type dump/valid/wav.scp,speech,sound \\
+        --valid_data_path_and_name_and_type dump/valid/text,text,text \\
+        --valid_shape_file exp/stats/valid/speech_shape --output_dir exp/aac --resume true
+"""
+
+from typing import List, Optional
+
+from espnet_slam_aac.tasks.aac import AACTask
+
+
+def get_parser():
+    return AACTask.get_parser()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    AACTask.main(cmd=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""``AACTask``: SLAM-AAC through ESPnet's training machinery (config, collect-stats, DDP, AMP, resume, averaging).
+
+A config YAML picks every part by name, as in any ESPnet task::
+
+    frontend: eat_fbank        # waveform -> EAT's normalized fbank
+    specaug: specaug           # training only
+    encoder: eat               # frozen EAT, weights from encoder_conf.checkpoint
+    projector: linear          # stack 5 tokens -> MLP
+    decoder: llm               # HF causal LM from decoder_conf.model_name_or_path + LoRA
+    model: slam_aac
+
+Data: ``speech`` (``wav.scp``, type ``sound``) and ``text`` (raw captions). The preprocessor tokenizes each
+caption with the LLM's tokenizer, in the context of the prompt (``CaptionTokenizer``); the model adds
+audio, prompt and EOS.
+"""
+
+import argparse
+from typing import Callable, Collection, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from espnet2.asr.specaug.abs_specaug import AbsSpecAug
+from espnet2.asr.specaug.specaug import SpecAug
+from espnet2.tasks.abs_task import AbsTask
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+from espnet2.train.class_choices import ClassChoices
+from espnet2.train.collate_fn import CommonCollateFn
+from espnet2.train.preprocessor import AbsPreprocessor
+from espnet2.train.trainer import Trainer
+from espnet2.utils.types import str2bool
+
+from espnet_slam_aac.decoder import DEFAULT_LLM, DEFAULT_PROMPT, DEFAULT_TEMPLATE, CaptionTokenizer, LLMDecoder, load_tokenizer
+from espnet_slam_aac.encoder import EATEncoder
+from espnet_slam_aac.errors import ConfigError, DataError
+from espnet_slam_aac.frontend import EATFbank
+from espnet_slam_aac.model import SlamAAC
+from espnet_slam_aac.projector import AbsProjector, LinearProjector
+
+FROZEN_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+frontend_choices = ClassChoices(
+    name="frontend", classes=dict(eat_fbank=EATFbank), type_check=AbsFrontend, default="eat_fbank", optional=True
+)
+specaug_choices = ClassChoices(
+    name="specaug", classes=dict(specaug=SpecAug), type_check=AbsSpecAug, default=None, optional=True
+)
+encoder_choices = ClassChoices(name="encoder", classes=dict(eat=EATEncoder), type_check=AbsEncoder, default="eat")
+projector_choices = ClassChoices(
+    name="projector", classes=dict(linear=LinearProjector), type_check=AbsProjector, default="linear"
+)
+decoder_choices = ClassChoices(name="decoder", classes=dict(llm=LLMDecoder), type_check=LLMDecoder, default="llm")
+model_choices = ClassChoices(name="model", classes=dict(slam_aac=SlamAAC), type_check=AbsESPnetModel, default="slam_aac")
+
+
+def resolve_frozen_dtype(name: str, ngpu: int) -> torch.dtype:
+    """``auto``: bfloat16 when training on GPUs (``--ngpu > 0`` and CUDA present), float32 otherwise."""
+    if name not in FROZEN_DTYPES:
+        raise ConfigError(f"frozen_dtype must be one of {FROZEN_DTYPES}, got {name!r}")
+    if name == "auto":
+        return torch.bfloat16 if ngpu > 0 and torch.cuda.is_available() else torch.float32
+    return getattr(torch, name)
+
+
+class CaptionPreprocessor(AbsPreprocessor):
+    """``text`` (a caption string) -> int64 token ids of the caption as it follows the prompt (no EOS)."""
+
+    def __init__(self, train: bool, captions: CaptionTokenizer, text_name: str = "text"):
+        super().__init__(train)
+        self.captions = captions
+        self.text_name = text_name
+
+    def __call__(self, uid: str, data: Dict) -> Dict[str, np.ndarray]:
+        if self.text_name in data:
+            caption = data[self.text_name].strip()
+            if not caption:
+                raise DataError(f"utterance {uid!r} has an empty caption in '{self.text_name}'; drop it or fill it")
+            data[self.text_name] = np.array(self.captions.caption_ids(caption), dtype=np.int64)
+        return data
+
+
+class AACTask(AbsTask):
+    num_optimizers: int = 1
+
+    class_choices_list = [
+        frontend_choices,
+        specaug_choices,
+        encoder_choices,
+        projector_choices,
+        decoder_choices,
+        model_choices,
+    ]
+
+    trainer = Trainer
+
+    @classmethod
+    def get_parser(cls):
+        parser = super().get_parser()
+        # ESPnet's attention plots hook its own attention modules; the LLM and EAT have none of those, so the
+        # plotting pass would only cost an extra forward pass each epoch
+        parser.set_defaults(num_att_plot=0)
+        return parser
+
+    @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group(description="Task related")
+        group.add_argument(
+            "--frozen_dtype",
+            default="auto",
+            choices=FROZEN_DTYPES,
+            help="dtype of the frozen weights (EAT, base LLM); 'auto' = bfloat16 on GPU, float32 on CPU. "
+            "Trainable weights stay float32 (use --use_amp for bf16 compute).",
+        )
+        group = parser.add_argument_group(description="Preprocess related")
+        group.add_argument(
+            "--use_preprocessor",
+            type=str2bool,
+            default=True,
+            help="Tokenize captions with the LLM's tokenizer (needed for training)",
+        )
+        for class_choices in cls.class_choices_list:
+            class_choices.add_arguments(group)
+
+    @classmethod
+    def build_collate_fn(
+        cls, args: argparse.Namespace, train: bool
+    ) -> Callable[[Collection[Tuple[str, Dict[str, np.ndarray]]]], Tuple[List[str], Dict[str, torch.Tensor]]]:
+        return CommonCollateFn(float_pad_value=0.0, int_pad_value=-1)
+
+    @classmethod
+    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool) -> Optional[CaptionPreprocessor]:
+        if not args.use_preprocessor:
+            return None
+        conf = args.decoder_conf
+        name = conf.get("tokenizer_name_or_path") or conf.get("model_name_or_path", DEFAULT_LLM)
+        captions = CaptionTokenizer(
+            load_tokenizer(name), conf.get("prompt", DEFAULT_PROMPT), conf.get("template", DEFAULT_TEMPLATE)
+        )
+        return CaptionPreprocessor(train, captions)
+
+    @classmethod
+    def required_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return ("speech",) if inference else ("speech", "text")
+
+    @classmethod
+    def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return ()
+
+    @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        if args.collect_stats:
+            # collect-stats only measures shapes (there are no feature statistics to gather), so ESPnet can skip
+            # building the model, and loading the LLM
+            args.model_conf = {**args.model_conf, "extract_feats_in_collect_stats": False}
+        super().main_worker(args)
+
+    @classmethod
+    def build_model(cls, args: argparse.Namespace) -> SlamAAC:
+        if "dtype" in args.decoder_conf:
+            raise ConfigError("the LLM's dtype is set by --frozen_dtype, not decoder_conf.dtype")
+        frozen_dtype = resolve_frozen_dtype(getattr(args, "frozen_dtype", "auto"), getattr(args, "ngpu", 0))
+
+        frontend = frontend_choices.get_class(args.frontend)(**args.frontend_conf) if args.frontend else None
+        input_size = frontend.output_size() if frontend is not None else args.encoder_conf.get("input_size", 128)
+        specaug = specaug_choices.get_class(args.specaug)(**args.specaug_conf) if args.specaug else None
+        encoder_conf = {k: v for k, v in args.encoder_conf.items() if k != "input_size"}
+        encoder = encoder_choices.get_class(args.encoder)(input_size=input_size, **encoder_conf)
+        for p in encoder.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(frozen_dtype)
+        decoder = decoder_choices.get_class(args.decoder)(dtype=frozen_dtype, **args.decoder_conf)
+        projector = projector_choices.get_class(args.projector)(
+            input_size=encoder.output_size(), output_size=decoder.hidden_size, **args.projector_conf
+        )
+        return model_choices.get_class(args.model)(
+            frontend=frontend,
+            specaug=specaug,
+            encoder=encoder,
+            projector=projector,
+            decoder=decoder,
+            **args.model_conf,
+        )
