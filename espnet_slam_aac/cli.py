@@ -19,6 +19,8 @@ COMMANDS = {
     "decode": ("aac_inference", "n-best decoding of a wav.scp: text, beam<N>/text, candidates.jsonl"),
     "caption": ("caption", "caption your own audio files, folders or wav.scp (TSV path<TAB>caption)"),
     "paraphrase": ("paraphrase", "add paraphrased captions to a training data dir (back-translation or a file)"),
+    "pack": ("pack", "pack a trained model: config, trained weights, frozen-source references, model card"),
+    "upload": ("upload", "upload a packed model to the Hugging Face Hub"),
     "clap-refine": ("clap_refine", "choose each clip's caption among its n-best candidates with a CLAP"),
     "score": ("aac_score", "score decodes against all references with the AAC metrics, write RESULTS.md"),
     "fetch-metric-resources": ("fetch_metric_resources", "link or download the jars and models the metrics need"),
