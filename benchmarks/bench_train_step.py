@@ -1,9 +1,10 @@
 """Training-step time and peak memory of SLAM-AAC, frozen weights (EAT, LLM) in float32 vs bfloat16.
 
 One step = forward (front end, SpecAugment, EAT, projector, LLM + LoRA, loss), backward, AdamW step, on a
-synthetic batch of 10.24 s clips and 20-token captions. The model is built as ``AACTask`` builds it, then cast
-as ESPnet's ``main_worker`` casts it (``.to(float32)``), so the dtype guard is part of what is measured. Weights
-are random (``load_pretrained_weights: false``): only shapes matter here.
+synthetic batch of 10.24 s clips and 20-token captions. The model is what ``AACTask`` builds from the default
+config (SpecAugment on, LoRA r 8 on q/v, projector k 5 / 2048), then cast as ESPnet's ``main_worker`` casts it
+(``.to(float32)``), so the dtype guard is part of what is measured. Weights are random
+(``load_pretrained_weights: false``): only shapes matter here.
 
 Each configuration runs in a fresh process, so its peak memory is its own (CPU: peak RSS of the process;
 CUDA: ``torch.cuda.max_memory_allocated``). Presets:
@@ -41,7 +42,15 @@ CAPTIONS = ["a dog barks twice then a car passes", "rain falls on a tin roof whi
 
 
 def build(preset: str, frozen_dtype: str, device: str, workdir: Path):
-    from espnet_slam_aac.tasks.aac import AACTask
+    """The model ``AACTask.build_model`` makes of the default config with these shapes, assembled from its parts
+    so that ESPnet's task module (and its many imports) is not needed on a GPU machine."""
+    from espnet2.asr.specaug.specaug import SpecAug
+
+    from espnet_slam_aac.decoder import LLMDecoder
+    from espnet_slam_aac.encoder import EATEncoder
+    from espnet_slam_aac.frontend import EATFbank
+    from espnet_slam_aac.model import SlamAAC, cast_frozen
+    from espnet_slam_aac.projector import LinearProjector
     from espnet_slam_aac.toy import llama_config, write_tokenizer
 
     llm_shape, eat_shape = PRESETS[preset]
@@ -49,15 +58,14 @@ def build(preset: str, frozen_dtype: str, device: str, workdir: Path):
     vocab = llm_shape.pop("vocab_size")
     write_tokenizer(workdir, CAPTIONS)
     llama_config(vocab, **llm_shape, max_position_embeddings=4096).save_pretrained(workdir)
-    args = AACTask.get_parser().parse_args([])
-    args.frozen_dtype = frozen_dtype
-    args.specaug = "specaug"
-    args.specaug_conf = dict(apply_time_warp=False, time_mask_width_range=[0, 64], num_time_mask=2,
-                             freq_mask_width_range=[0, 8], num_freq_mask=2)
-    args.encoder_conf = dict(checkpoint=None, **eat_shape)
-    args.decoder_conf = dict(model_name_or_path=str(workdir), load_pretrained_weights=False)
+    dtype = getattr(torch, frozen_dtype)
     with torch.device(device):  # weights are made where they will live
-        model = AACTask.build_model(args)
+        specaug = SpecAug(apply_time_warp=False, time_mask_width_range=[0, 64], num_time_mask=2,
+                          freq_mask_width_range=[0, 8], num_freq_mask=2)
+        encoder = cast_frozen(EATEncoder(checkpoint=None, **eat_shape), dtype)
+        decoder = LLMDecoder(str(workdir), dtype=dtype, load_pretrained_weights=False)
+        projector = LinearProjector(encoder.output_size(), decoder.hidden_size)
+        model = SlamAAC(EATFbank(), specaug, encoder, projector, decoder)
     return model.to(dtype=torch.float32, device=device)  # what ESPnet's main_worker does
 
 

@@ -84,7 +84,9 @@ class CaptionTokenizer:
         return self.prompt_ids + cap, [IGNORE_ID] * len(self.prompt_ids) + cap
 
 
-def lora_config(r: int = 8, alpha: int = 32, dropout: float = 0.05, target_modules: Sequence[str] = ("q_proj", "v_proj")):
+def lora_config(
+    r: int = 8, alpha: int = 32, dropout: float = 0.05, target_modules: Sequence[str] = ("q_proj", "v_proj")
+):
     """peft's ``LoraConfig`` for SLAM-AAC's keys (``aac_config.PeftConfig``: bias none, causal LM)."""
     from peft import LoraConfig
 
@@ -107,7 +109,7 @@ class LLMDecoder(nn.Module):
         lora: ``{r, alpha, dropout, target_modules}`` (default: SLAM-AAC's 8 / 32 / 0.05 / q_proj, v_proj; keys
             left out take these values); ``None`` freezes the whole LLM and only the projector trains.
         prompt, template: the instruction and the text around it (SLAM-AAC's by default).
-        dtype: dtype of the base LLM's weights (``torch.dtype`` or name); set by the task from
+        dtype: dtype of the base LLM's weights (``torch.dtype`` or name; None = float32); the task sets it from
             ``--frozen_dtype``. LoRA weights are kept in float32 whatever this is.
         load_pretrained_weights: ``False`` builds the architecture of ``config.json`` with random weights
             (benchmarks of large shapes; as ESPnet's ``hugging_face_transformers`` decoder option).
@@ -123,13 +125,13 @@ class LLMDecoder(nn.Module):
         lora: Optional[Dict] = DEFAULT_LORA,
         prompt: str = DEFAULT_PROMPT,
         template: str = DEFAULT_TEMPLATE,
-        dtype="float32",
+        dtype=None,
         load_pretrained_weights: bool = True,
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or torch.float32
         self.model_name_or_path = model_name_or_path
         self.tokenizer = load_tokenizer(tokenizer_name_or_path or model_name_or_path)
         self.captions = CaptionTokenizer(self.tokenizer, prompt, template)

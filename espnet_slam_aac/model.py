@@ -160,6 +160,14 @@ class SlamAAC(AbsESPnetModel):
         return super()._apply(keep_frozen_dtype, recurse)
 
 
+def cast_frozen(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast the parameters of ``module`` that do not train to ``dtype``, in place."""
+    for p in module.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(dtype)
+    return module
+
+
 def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Next-token cross entropy over labelled positions (mean), token accuracy and the labelled count."""
     logits, target = logits[:, :-1].float(), labels[:, 1:]

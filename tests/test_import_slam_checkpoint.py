@@ -65,7 +65,8 @@ def assert_same_model(ours, upstream):
     torch.testing.assert_close(ours_out, upstream.encoder_projector(tokens))
     embeds = torch.randn(2, 7, ours.decoder.hidden_size)
     mask = torch.ones(2, 7, dtype=torch.long)
-    torch.testing.assert_close(ours.decoder(embeds, mask), upstream.llm(inputs_embeds=embeds, attention_mask=mask).logits)
+    upstream_logits = upstream.llm(inputs_embeds=embeds, attention_mask=mask).logits
+    torch.testing.assert_close(ours.decoder(embeds, mask), upstream_logits)
 
 
 def test_model_pt_with_projector_and_lora_imports_to_the_same_model(tmp_path, config, tiny_eat, tiny_llm):

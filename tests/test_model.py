@@ -4,6 +4,7 @@ import soundfile
 import torch
 
 from espnet_slam_aac.decoder import IGNORE_ID
+from espnet_slam_aac.errors import ConfigError
 from espnet_slam_aac.tasks.aac import AACTask
 
 SPECAUG = dict(
@@ -120,3 +121,11 @@ def test_whole_model_cast_keeps_frozen_weights_in_their_dtype(tiny_eat, tiny_llm
     loss, _, _ = model(speech, lengths, torch.tensor([[40, 41], [42, 43]]), torch.tensor([2, 2]))
     loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
+def test_frozen_dtype_is_one_knob_for_eat_and_llm(tiny_eat, tiny_llm):
+    args = AACTask.get_parser().parse_args([])
+    args.encoder_conf = {"checkpoint": str(tiny_eat)}
+    args.decoder_conf = {"model_name_or_path": str(tiny_llm), "dtype": "bfloat16"}
+    with pytest.raises(ConfigError, match="--frozen_dtype"):
+        AACTask.build_model(args)

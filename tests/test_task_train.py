@@ -279,10 +279,8 @@ def test_two_gloo_processes_take_the_same_first_step_as_one(trained, tmp_path, t
         keep_nbest_models=1,
     )
     common = ["--config", str(config), "--ngpu", "0"] + data_args(trained["dirs"], trained["stats"])
-    two = run_train(
-        common + ["--output_dir", str(root / "two"), "--multiprocessing_distributed", "false", "--dist_backend", "gloo"],
-        torchrun=True,
-    )
+    distributed = ["--multiprocessing_distributed", "false", "--dist_backend", "gloo"]
+    two = run_train(common + ["--output_dir", str(root / "two")] + distributed, torchrun=True)
     AACTask.main(cmd=common + ["--output_dir", str(root / "one")])
     log = finish(two)
     assert two.returncode == 0, log[-3000:]

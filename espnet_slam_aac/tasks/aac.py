@@ -31,11 +31,18 @@ from espnet2.train.preprocessor import AbsPreprocessor
 from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str2bool
 
-from espnet_slam_aac.decoder import DEFAULT_LLM, DEFAULT_PROMPT, DEFAULT_TEMPLATE, CaptionTokenizer, LLMDecoder, load_tokenizer
+from espnet_slam_aac.decoder import (
+    DEFAULT_LLM,
+    DEFAULT_PROMPT,
+    DEFAULT_TEMPLATE,
+    CaptionTokenizer,
+    LLMDecoder,
+    load_tokenizer,
+)
 from espnet_slam_aac.encoder import EATEncoder
 from espnet_slam_aac.errors import ConfigError, DataError
 from espnet_slam_aac.frontend import EATFbank
-from espnet_slam_aac.model import SlamAAC
+from espnet_slam_aac.model import SlamAAC, cast_frozen
 from espnet_slam_aac.projector import AbsProjector, LinearProjector
 
 FROZEN_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -51,7 +58,9 @@ projector_choices = ClassChoices(
     name="projector", classes=dict(linear=LinearProjector), type_check=AbsProjector, default="linear"
 )
 decoder_choices = ClassChoices(name="decoder", classes=dict(llm=LLMDecoder), type_check=LLMDecoder, default="llm")
-model_choices = ClassChoices(name="model", classes=dict(slam_aac=SlamAAC), type_check=AbsESPnetModel, default="slam_aac")
+model_choices = ClassChoices(
+    name="model", classes=dict(slam_aac=SlamAAC), type_check=AbsESPnetModel, default="slam_aac"
+)
 
 
 def resolve_frozen_dtype(name: str, ngpu: int) -> torch.dtype:
@@ -157,19 +166,17 @@ class AACTask(AbsTask):
 
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> SlamAAC:
-        if "dtype" in args.decoder_conf:
-            raise ConfigError("the LLM's dtype is set by --frozen_dtype, not decoder_conf.dtype")
         frozen_dtype = resolve_frozen_dtype(getattr(args, "frozen_dtype", "auto"), getattr(args, "ngpu", 0))
-
+        decoder_conf = dict(args.decoder_conf)
+        if decoder_conf.pop("dtype", None) is not None:
+            raise ConfigError("the LLM's dtype is set by --frozen_dtype; leave decoder_conf.dtype unset")
         frontend = frontend_choices.get_class(args.frontend)(**args.frontend_conf) if args.frontend else None
-        input_size = frontend.output_size() if frontend is not None else args.encoder_conf.get("input_size", 128)
         specaug = specaug_choices.get_class(args.specaug)(**args.specaug_conf) if args.specaug else None
-        encoder_conf = {k: v for k, v in args.encoder_conf.items() if k != "input_size"}
-        encoder = encoder_choices.get_class(args.encoder)(input_size=input_size, **encoder_conf)
-        for p in encoder.parameters():
-            if not p.requires_grad:
-                p.data = p.data.to(frozen_dtype)
-        decoder = decoder_choices.get_class(args.decoder)(dtype=frozen_dtype, **args.decoder_conf)
+        encoder_conf = dict(args.encoder_conf)
+        if frontend is not None:
+            encoder_conf.setdefault("input_size", frontend.output_size())  # the encoder checks what it is given
+        encoder = cast_frozen(encoder_choices.get_class(args.encoder)(**encoder_conf), frozen_dtype)
+        decoder = decoder_choices.get_class(args.decoder)(dtype=frozen_dtype, **decoder_conf)
         projector = projector_choices.get_class(args.projector)(
             input_size=encoder.output_size(), output_size=decoder.hidden_size, **args.projector_conf
         )
