@@ -132,7 +132,6 @@ class LLMDecoder(nn.Module):
         from transformers import AutoConfig, AutoModelForCausalLM
 
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or torch.float32
-        self.model_name_or_path = model_name_or_path
         self.tokenizer = load_tokenizer(tokenizer_name_or_path or model_name_or_path)
         self.captions = CaptionTokenizer(self.tokenizer, prompt, template)
         if load_pretrained_weights:

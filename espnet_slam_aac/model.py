@@ -19,7 +19,7 @@ keep the dtype they were built in (``--frozen_dtype``) through ``.to(dtype)`` / 
 applies to the whole model; device moves apply to everything.
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -77,37 +77,31 @@ class SlamAAC(AbsESPnetModel):
         tokens, lengths, _ = self.encoder(feats, lengths)
         return self.projector(tokens, lengths)
 
+    def _prefixes(self, audio: torch.Tensor, audio_lengths: torch.Tensor) -> List[torch.Tensor]:
+        """``[audio][<s> prompt]`` embeddings of each clip, in the LLM's dtype."""
+        prompt = self.decoder.embed(self.decoder.prompt_ids)
+        return [torch.cat([audio[b, :n].to(prompt.dtype), prompt]) for b, n in enumerate(audio_lengths.tolist())]
+
     def prefix_embeds(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Generation input: ``[audio][<s> prompt]`` per clip, left-padded: ``(B, L, d_llm)`` in the LLM's
         dtype and the attention mask ``(B, L)`` (0 on padding)."""
-        audio, audio_lengths = self.encode(speech, speech_lengths)
-        prompt = self.decoder.embed(self.decoder.prompt_ids)
-        rows = [torch.cat([audio[b, :n].to(prompt.dtype), prompt]) for b, n in enumerate(audio_lengths.tolist())]
+        rows = self._prefixes(*self.encode(speech, speech_lengths))
         embeds = pad_sequence([r.flip(0) for r in rows], batch_first=True).flip(1)
-        lengths = torch.tensor([r.shape[0] for r in rows], device=embeds.device)
-        mask = torch.arange(embeds.shape[1], device=embeds.device).flip(0)[None, :] < lengths[:, None]
-        return embeds, mask.long()
+        return embeds, padding_mask(rows, embeds.shape[1]).flip(1)
 
     def training_inputs(
         self, audio: torch.Tensor, audio_lengths: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher-forcing input, right-padded: embeddings ``(B, L, d)``, attention mask ``(B, L)`` and labels
         ``(B, L)``: ``[audio][<s> prompt][caption][</s>]``, labels ``IGNORE_ID`` except on caption + EOS."""
-        prompt, eos = self.decoder.prompt_ids, self.decoder.eos_id
-        ids, labels = [], []
-        for b, n in enumerate(text_lengths.tolist()):
-            caption = torch.cat([text[b, :n], text.new_tensor([eos])])
-            ids.append(torch.cat([prompt, caption]))
-            labels.append(torch.cat([torch.full_like(prompt, IGNORE_ID), caption]))
-        text_embeds = self.decoder.embed(pad_sequence(ids, batch_first=True, padding_value=eos))
-        rows, row_labels = [], []
-        for b, (n_audio, n_text) in enumerate(zip(audio_lengths.tolist(), [len(i) for i in ids])):
-            rows.append(torch.cat([audio[b, :n_audio].to(text_embeds.dtype), text_embeds[b, :n_text]]))
-            row_labels.append(torch.cat([labels[b].new_full((n_audio,), IGNORE_ID), labels[b]]))
+        eos = text.new_tensor([self.decoder.eos_id])
+        captions = [torch.cat([text[b, :n], eos]) for b, n in enumerate(text_lengths.tolist())]
+        prefixes = self._prefixes(audio, audio_lengths)
+        rows = [torch.cat([p, self.decoder.embed(c)]) for p, c in zip(prefixes, captions)]
+        labels = [torch.cat([c.new_full((len(p),), IGNORE_ID), c]) for p, c in zip(prefixes, captions)]
         embeds = pad_sequence(rows, batch_first=True)
-        lengths = torch.tensor([r.shape[0] for r in rows], device=embeds.device)
-        mask = torch.arange(embeds.shape[1], device=embeds.device)[None, :] < lengths[:, None]
-        return embeds, mask.long(), pad_sequence(row_labels, batch_first=True, padding_value=IGNORE_ID)
+        labels = pad_sequence(labels, batch_first=True, padding_value=IGNORE_ID)
+        return embeds, padding_mask(rows, embeds.shape[1]), labels
 
     # ---- ESPnet interface --------------------------------------------------------------------------------
     def forward(
@@ -158,6 +152,12 @@ class SlamAAC(AbsESPnetModel):
             return out
 
         return super()._apply(keep_frozen_dtype, recurse)
+
+
+def padding_mask(rows: List[torch.Tensor], length: int) -> torch.Tensor:
+    """``(B, length)`` long mask, 1 on the first ``len(rows[b])`` positions of row ``b``."""
+    lengths = torch.tensor([len(r) for r in rows], device=rows[0].device)
+    return (torch.arange(length, device=lengths.device)[None, :] < lengths[:, None]).long()
 
 
 def cast_frozen(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
