@@ -82,6 +82,7 @@ refine_config=""       # CLAP-Refine YAML (which CLAP, lm_weight)
 clap=""                # the CLAP of stage 9 (overrides refine_config's clap:), e.g. from db.sh
 refine_args=""         # more options of clap_refine
 score_args=""          # more options of aac_score
+score_untrained=false  # also decode and score the model before training (random projector, LoRA at zero)
 download_model=""      # decode a packed model (folder or Hugging Face id) instead of training one
 
 # Packing and upload
@@ -125,9 +126,9 @@ stem() { local b; b=$(basename "$1"); echo "${b%.*}"; }
 pretrain_exp=${expdir}/pretrain_${pretrain_tag:-$(stem "${pretrain_config:-none}")}
 train_exp=${expdir}/finetune_${train_tag:-$(stem "${train_config:-none}")}
 if [ -n "${download_model}" ]; then
-    train_exp=${expdir}/download_$(echo "${download_model}" | tr '/' '_')
+    # named after its last two path parts: org_name for a Hub id, parent_folder for a local folder
+    train_exp=${expdir}/download_$(echo "${download_model%/}" | rev | cut -d/ -f1-2 | rev | tr '/' '_')
 fi
-decode_name=decode_${decode_tag:-$(stem "${decode_config:-default}")_$(stem "${inference_model}")}
 
 # ----------------------------------------------------------------------------------------------- stages
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ] && ! "${skip_data_prep}"; then
@@ -276,43 +277,56 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && ! "${skip_train}"; then
     train "${train_exp}" "${train_config}" "${train_stats}" "${train_set}" "${valid_set}" "${_init}" "${train_args}"
 fi
 
-# The model decoded: a trained experiment, or a packed model (folder or Hub id) given by --download_model.
-model_opts() {
+# The models decoded: "model-name options" lines. The trained one (or --download_model's packed model), and
+# with --score_untrained the same model before training, as a baseline.
+decodes() {
     if [ -n "${download_model}" ]; then
-        echo "--model ${download_model}"
-    else
-        echo "--train_config ${train_exp}/config.yaml --model_file ${train_exp}/${inference_model}"
+        echo "$(stem "${download_model}") --model ${download_model}"
+        return
+    fi
+    local exp_opts="--train_config ${train_exp}/config.yaml --model_file ${train_exp}"
+    echo "$(stem "${inference_model}") ${exp_opts}/${inference_model}"
+    if "${score_untrained}"; then
+        echo "untrained ${exp_opts}/untrained.pth"
     fi
 }
+decode_dir() { echo "${train_exp}/decode_${decode_tag:-$(stem "${decode_config:-default}")}_$1/$2"; }
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && ! "${skip_eval}"; then
-    for set in ${test_sets}; do
-        _dir=${train_exp}/${decode_name}/${set}
-        if [ -f "${_dir}/.done" ]; then log "Stage 8: ${_dir} is complete: skipped"; continue; fi
-        _data=${dumpdir}/raw/${set}
-        _logdir=${_dir}/logdir
-        _nj=$(min "${inference_nj}" "$(wc -l < "${_data}/wav.scp")")
-        # Jobs whose output is complete (aac_inference writes `text` last) are not run again, so a rerun
-        # decodes only what is missing; a different number of jobs starts over.
-        if [ ! -f "${_logdir}/keys.${_nj}.scp" ] || [ -f "${_logdir}/keys.$((_nj + 1)).scp" ]; then
-            rm -rf "${_logdir}"
-            ${python} utils/split_keys.py "${_data}/wav.scp" "${_nj}" "${_logdir}"
-        fi
-        log "Stage 8: decoding ${_data} in ${_nj} jobs -> ${_dir} (logs: ${_logdir}/decode.*.log)"
-        _opts=()
-        [ -z "${decode_config}" ] || _opts+=(--decode_config "${decode_config}")
-        # shellcheck disable=SC2046,SC2086
-        ${decode_cmd} --gpu "${_inference_ngpu}" JOB=1:"${_nj}" "${_logdir}/decode.JOB.log" \
-            test -f "${_logdir}/output.JOB/text" '||' \
-            ${python} -m espnet_slam_aac.bin.aac_inference $(model_opts) "${_opts[@]}" \
-                --wav_scp "${_data}/wav.scp" --key_file "${_logdir}/keys.JOB.scp" \
-                --output_dir "${_logdir}/output.JOB" --device "${_device}" ${decode_args} \
-            || fail "decoding failed; see ${_logdir}/decode.*.log"
-        _outputs=()
-        for i in $(seq "${_nj}"); do _outputs+=("${_logdir}/output.${i}"); done
-        ${python} -m espnet_slam_aac.bin.aac_inference --merge "${_outputs[@]}" --output_dir "${_dir}" \
-            --key_file "${_data}/wav.scp"
-        touch "${_dir}/.done"
+    if "${score_untrained}" && [ ! -f "${train_exp}/untrained.pth" ]; then
+        ${python} utils/untrained_model.py "${train_exp}/config.yaml" "${train_exp}/untrained.pth"
+    fi
+    mapfile -t _decodes < <(decodes)
+    for _decode in "${_decodes[@]}"; do
+        name=${_decode%% *} model_opts=${_decode#* }
+        for set in ${test_sets}; do
+            _dir=$(decode_dir "${name}" "${set}")
+            if [ -f "${_dir}/.done" ]; then log "Stage 8: ${_dir} is complete: skipped"; continue; fi
+            _data=${dumpdir}/raw/${set}
+            _logdir=${_dir}/logdir
+            _nj=$(min "${inference_nj}" "$(wc -l < "${_data}/wav.scp")")
+            # Jobs whose output is complete (aac_inference writes `text` last) are not run again, so a rerun
+            # decodes only what is missing; a different number of jobs starts over.
+            if [ ! -f "${_logdir}/keys.${_nj}.scp" ] || [ -f "${_logdir}/keys.$((_nj + 1)).scp" ]; then
+                rm -rf "${_logdir}"
+                ${python} utils/split_keys.py "${_data}/wav.scp" "${_nj}" "${_logdir}"
+            fi
+            log "Stage 8: decoding ${_data} in ${_nj} jobs -> ${_dir} (logs: ${_logdir}/decode.*.log)"
+            _opts=()
+            [ -z "${decode_config}" ] || _opts+=(--decode_config "${decode_config}")
+            # shellcheck disable=SC2086
+            ${decode_cmd} --gpu "${_inference_ngpu}" JOB=1:"${_nj}" "${_logdir}/decode.JOB.log" \
+                test -f "${_logdir}/output.JOB/text" '||' \
+                ${python} -m espnet_slam_aac.bin.aac_inference ${model_opts} "${_opts[@]}" \
+                    --wav_scp "${_data}/wav.scp" --key_file "${_logdir}/keys.JOB.scp" \
+                    --output_dir "${_logdir}/output.JOB" --device "${_device}" ${decode_args} \
+                || fail "decoding failed; see ${_logdir}/decode.*.log"
+            _outputs=()
+            for i in $(seq "${_nj}"); do _outputs+=("${_logdir}/output.${i}"); done
+            ${python} -m espnet_slam_aac.bin.aac_inference --merge "${_outputs[@]}" --output_dir "${_dir}" \
+                --key_file "${_data}/wav.scp"
+            touch "${_dir}/.done"
+        done
     done
 fi
 
@@ -322,7 +336,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ] && ! "${skip_eval}" && ! "$
     [ -z "${refine_config}" ] || _opts+=(--config "${refine_config}")
     [ -z "${clap}" ] || _opts+=(--clap "${clap}")
     for set in ${test_sets}; do
-        _dir=${train_exp}/${decode_name}/${set}
+        _dir=$(decode_dir "$(decodes | head -n 1 | cut -d' ' -f1)" "${set}")  # the trained model's
         _out=${_dir}/clap_refine
         if [ -f "${_out}/.done" ]; then log "Stage 9: ${_out} is complete: skipped"; continue; fi
         log "Stage 9: CLAP-Refine of ${_dir}/candidates.jsonl -> ${_out}"
@@ -344,14 +358,18 @@ if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ] && ! "${skip_eval}"; then
         [ -z "${refine_config}" ] || _opts+=(--refine_config "${refine_config}")
         [ -z "${clap}" ] || _opts+=(--info "clap=${clap}")
     fi
-    for set in ${test_sets}; do
-        _dir=${train_exp}/${decode_name}/${set}
-        log "Stage 10: scoring ${_dir} (1-best, every beam size, CLAP-Refine) against ${dumpdir}/raw/${set}"
-        # shellcheck disable=SC2086
-        ${decode_cmd} "${_dir}/logdir/score.log" \
-            ${python} -m espnet_slam_aac.bin.aac_score --ref_dir "${dumpdir}/raw/${set}" --decode_dir "${_dir}" \
-                --set_name "${set}" "${_opts[@]}" ${score_args} \
-            || fail "scoring failed; see ${_dir}/logdir/score.log"
+    mapfile -t _decodes < <(decodes)
+    for _decode in "${_decodes[@]}"; do
+        name=${_decode%% *}
+        for set in ${test_sets}; do
+            _dir=$(decode_dir "${name}" "${set}")
+            log "Stage 10: scoring ${_dir} (1-best, every beam size, CLAP-Refine) against ${dumpdir}/raw/${set}"
+            # shellcheck disable=SC2086
+            ${decode_cmd} "${_dir}/logdir/score.log" \
+                ${python} -m espnet_slam_aac.bin.aac_score --ref_dir "${dumpdir}/raw/${set}" --decode_dir "${_dir}" \
+                    --set_name "${set}" --info "model=${name}" "${_opts[@]}" ${score_args} \
+                || fail "scoring failed; see ${_dir}/logdir/score.log"
+        done
     done
     ${python} -m espnet_slam_aac.bin.aac_score --collect "${train_exp}" --results_md "${train_exp}/RESULTS.md" \
         --title "${train_exp}"
