@@ -64,11 +64,14 @@ model_choices = ClassChoices(
 
 
 def resolve_frozen_dtype(name: str, ngpu: int) -> torch.dtype:
-    """``auto``: bfloat16 when training on GPUs (``--ngpu > 0`` and CUDA present), float32 otherwise."""
+    """``auto``: on GPUs (``--ngpu > 0`` and CUDA present) the dtype ESPnet's ``use_amp`` computes in, bfloat16
+    where the GPU supports it and float16 otherwise; float32 on CPU (whose bf16 products are slow)."""
     if name not in FROZEN_DTYPES:
         raise ConfigError(f"frozen_dtype must be one of {FROZEN_DTYPES}, got {name!r}")
     if name == "auto":
-        return torch.bfloat16 if ngpu > 0 and torch.cuda.is_available() else torch.float32
+        if ngpu > 0 and torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
     return getattr(torch, name)
 
 
@@ -118,8 +121,8 @@ class AACTask(AbsTask):
             "--frozen_dtype",
             default="auto",
             choices=FROZEN_DTYPES,
-            help="dtype of the frozen weights (EAT, base LLM); 'auto' = bfloat16 on GPU, float32 on CPU. "
-            "Trainable weights stay float32 (use --use_amp for bf16 compute).",
+            help="dtype of the frozen weights (EAT, base LLM); 'auto' = bfloat16 on GPU (float16 where bf16 is "
+            "unsupported), float32 on CPU. Trainable weights stay float32 (--use_amp for half-precision compute).",
         )
         group = parser.add_argument_group(description="Preprocess related")
         group.add_argument(
