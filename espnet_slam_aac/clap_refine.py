@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 
+from espnet_slam_aac.data import read_wav_scp
 from espnet_slam_aac.errors import AudioError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -117,22 +118,6 @@ def read_candidates(path: Path) -> List[Tuple[str, List[dict]]]:
     return out
 
 
-def read_wav_scp(data_dir: Path) -> Dict[str, str]:
-    """``<data_dir>/wav.scp`` (``key path`` lines) -> {key: path}. Pipes (``cmd |``) are not supported."""
-    scp = Path(data_dir) / "wav.scp"
-    if not scp.is_file():
-        raise DataError(f"{scp}: no such file; pass the data dir the candidates were decoded from")
-    table = {}
-    for lineno, line in enumerate(scp.read_text(encoding="utf-8").splitlines(), start=1):
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2:
-            raise DataError(f"{scp}:{lineno}: expected 'key path'")
-        if parts[1].rstrip().endswith("|"):
-            raise DataError(f"{scp}:{lineno}: key {parts[0]!r}: pipe commands are not supported; use audio files")
-        table[parts[0]] = parts[1].strip()
-    return table
-
-
 def refine(clap, clips: List[Tuple[str, List[dict]]], wav_scp: Dict[str, str], config: RefineConfig) -> List[dict]:
     """Score every clip's candidates; one record per clip (``scores.jsonl`` lines), sorted by key."""
     from espnet_slam_aac.clap import rescore
@@ -192,7 +177,7 @@ def run(config: RefineConfig, candidates: Path, data_dir: Path, out_dir: Path) -
     if not config.clap:
         raise ConfigError("no CLAP given: set 'clap:' in the refine YAML or pass --clap")
     clips = read_candidates(candidates)
-    wav_scp = read_wav_scp(data_dir)
+    wav_scp = dict(read_wav_scp(Path(data_dir) / "wav.scp"))
     clap = load_clap(config.clap, **config.clap_options())
     records = refine(clap, clips, wav_scp, config)
     write_outputs(out_dir, records, config)

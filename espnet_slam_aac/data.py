@@ -523,6 +523,30 @@ def read_data_dir(data_dir: PathLike) -> List[Utterance]:
     return utterances
 
 
+def read_wav_scp(path: PathLike) -> List[Tuple[str, str]]:
+    """``(key, audio path)`` pairs of a Kaldi wav.scp; piped commands ("cmd |") are not supported."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file; give a data dir's wav.scp (`espnet-slam-aac prepare-data` writes one)")
+    entries, seen = [], {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            key, _, audio = line.strip().partition(" ")
+            audio = audio.strip()
+            if not audio:
+                raise DataError(f"{path}:{number}: expected 'KEY PATH', got {line.strip()!r}")
+            if audio.endswith("|"):
+                raise DataError(f"{path}:{number}: key {key!r}: piped commands are not supported; give a file path")
+            if key in seen:
+                raise DataError(f"{path}:{number}: key {key!r} repeats line {seen[key]}")
+            seen[key] = number
+            entries.append((key, audio))
+    if not entries:
+        raise DataError(f"{path}: no entries")
+    return entries
+
+
 def _read_rows(path: Path, problems: List[str]) -> List[Row]:
     rows: List[Row] = []
     seen: Dict[str, int] = {}

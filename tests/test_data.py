@@ -406,3 +406,13 @@ def test_checker_audio_levels(tmp_path, clip):
         data.validate_data_dir(tmp_path / "d", audio="exists")
     with pytest.raises(DataError, match="not a folder"):
         data.validate_data_dir(tmp_path / "nothing")
+
+
+def test_read_wav_scp_names_the_line_and_refuses_missing_files(tmp_path):
+    from espnet_slam_aac.data import read_wav_scp
+
+    with pytest.raises(DataError, match="no such file"):
+        read_wav_scp(tmp_path / "wav.scp")
+    (tmp_path / "wav.scp").write_text("a /x/a.wav\nb /x/b.wav\na /x/c.wav\n")
+    with pytest.raises(DataError, match=r"wav.scp:3: key 'a' repeats line 1"):
+        read_wav_scp(tmp_path / "wav.scp")

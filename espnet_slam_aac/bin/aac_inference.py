@@ -179,7 +179,7 @@ def read_keys(path: Path) -> List[str]:
 
 
 def select_entries(wav_scp: Path, key_file: Optional[Path]) -> List[Tuple[str, str]]:
-    from espnet_slam_aac.bin.eat_features import read_wav_scp
+    from espnet_slam_aac.data import read_wav_scp
 
     entries = read_wav_scp(wav_scp)
     if key_file is None:

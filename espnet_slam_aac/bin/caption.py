@@ -50,7 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def collect(paths: List[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
     """(name, audio path) pairs in the order given, and the problems found (missing paths, empty folders)."""
-    from espnet_slam_aac.bin.eat_features import read_wav_scp
+    from espnet_slam_aac.data import read_wav_scp
 
     entries, problems = [], []
     for spec in paths:

@@ -21,38 +21,17 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from espnet_slam_aac import frontend
-from espnet_slam_aac.errors import AudioError, DataError, SlamAACError
+from espnet_slam_aac.data import read_wav_scp
+from espnet_slam_aac.errors import AudioError, SlamAACError
 
 GRANULARITIES = ("all", "frame", "utterance")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def read_wav_scp(path: Union[str, Path]) -> List[Tuple[str, str]]:
-    """``(key, audio path)`` pairs of a Kaldi wav.scp; piped commands ("cmd |") are not supported."""
-    entries, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            key, _, audio = line.strip().partition(" ")
-            audio = audio.strip()
-            if not audio:
-                raise DataError(f"{path}:{number}: expected 'KEY PATH', got {line.strip()!r}")
-            if audio.endswith("|"):
-                raise DataError(f"{path}:{number}: key {key!r}: piped commands are not supported; give a file path")
-            if key in seen:
-                raise DataError(f"{path}:{number}: key {key!r} repeats line {seen[key]}")
-            seen[key] = number
-            entries.append((key, audio))
-    if not entries:
-        raise DataError(f"{path}: no entries")
-    return entries
 
 
 class FbankDataset(torch.utils.data.Dataset):
