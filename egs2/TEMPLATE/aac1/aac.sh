@@ -110,7 +110,6 @@ if [ -n "${download_model}" ]; then skip_train=true; fi
 [ -n "${paraphrase_sets}" ] || skip_paraphrase=true
 _inference_ngpu=0; if "${gpu_inference}"; then _inference_ngpu=1; fi
 _device=cpu; if "${gpu_inference}"; then _device=cuda; fi
-utils=utils
 
 # The data dir a pre-training set is read from: <set>_para where stage 2 paraphrased it (paraphrases are
 # for pre-training, as in SLAM-AAC; fine-tuning and evaluation read the sets as they are).
@@ -361,13 +360,15 @@ if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ] && ! "${skip_eval}"; then
     mapfile -t _decodes < <(decodes)
     for _decode in "${_decodes[@]}"; do
         name=${_decode%% *}
+        _suffix=""  # the baseline's sets are named apart in RESULTS.md
+        [ "${name}" != untrained ] || _suffix=_untrained
         for set in ${test_sets}; do
             _dir=$(decode_dir "${name}" "${set}")
             log "Stage 10: scoring ${_dir} (1-best, every beam size, CLAP-Refine) against ${dumpdir}/raw/${set}"
             # shellcheck disable=SC2086
             ${decode_cmd} "${_dir}/logdir/score.log" \
                 ${python} -m espnet_slam_aac.bin.aac_score --ref_dir "${dumpdir}/raw/${set}" --decode_dir "${_dir}" \
-                    --set_name "${set}" --info "model=${name}" "${_opts[@]}" ${score_args} \
+                    --set_name "${set}${_suffix}" "${_opts[@]}" ${score_args} \
                 || fail "scoring failed; see ${_dir}/logdir/score.log"
         done
     done

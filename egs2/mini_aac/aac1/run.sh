@@ -14,5 +14,10 @@ set -euo pipefail
     --test_sets test \
     --paraphrase_sets train \
     --paraphrase_file data/local/synth/paraphrases.jsonl \
-    --stop_stage 3 \
+    --pretrain_config conf/train_pretrain.yaml \
+    --train_config conf/train_finetune.yaml \
+    --decode_config conf/decode.yaml \
+    --refine_config conf/refine.yaml \
+    --inference_model valid.loss.best.pth \
+    --score_untrained true \
     "$@"

@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--train_captions", type=int, default=2, help="captions per training clip")
     parser.add_argument("--n_paraphrases", type=int, default=2, help="extra wordings per training clip")
     parser.add_argument("--eval_captions", type=int, default=5, help="references per valid/test clip")
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
 
     out = args.out_dir
