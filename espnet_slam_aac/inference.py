@@ -39,8 +39,11 @@ from espnet_slam_aac.errors import CheckpointError, ConfigError
 logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# model files looked for in a folder, in this order: the packed model, then ESPnet's usual names
-MODEL_FILES = ("model.safetensors", "valid.loss.ave.pth", "valid.loss.best.pth", "valid.acc.ave.pth", "latest.pth")
+# model files looked for in a folder, in this order: a packed model, an imported SLAM-LLM checkpoint
+# (import-slam-checkpoint), then ESPnet's usual names
+MODEL_FILES = (
+    "model.safetensors", "model.pth", "valid.loss.ave.pth", "valid.loss.best.pth", "valid.acc.ave.pth", "latest.pth"
+)
 # config keys that may name files relative to the model folder (a packed model carries them)
 PATH_KEYS = (("encoder_conf", "checkpoint"), ("decoder_conf", "model_name_or_path"),
              ("decoder_conf", "tokenizer_name_or_path"))  # fmt: skip

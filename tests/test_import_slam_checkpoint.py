@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM
 from espnet_slam_aac.bin.import_slam_checkpoint import import_checkpoint, main
 from espnet_slam_aac.eat_checkpoint import load_eat_model
 from espnet_slam_aac.errors import CheckpointError
+from espnet_slam_aac.inference import Speech2Caption
 from espnet_slam_aac.tasks.aac import AACTask
 
 
@@ -81,6 +82,7 @@ def test_model_pt_with_projector_and_lora_imports_to_the_same_model(tmp_path, co
     ours, _ = AACTask.build_model_from_file(out / "config.yaml", out / "model.pth")
     assert_same_model(ours, upstream)
     assert set(torch.load(out / "model.pth", weights_only=True)) == set(ours.state_dict())
+    assert_same_model(Speech2Caption.from_pretrained(out).model, upstream)  # the import decodes as it is
 
 
 def test_old_format_with_peft_folder_takes_lora_and_alpha_from_it(tmp_path, config, tiny_eat, tiny_llm):
