@@ -24,10 +24,14 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 
-from espnet_slam_aac.data import read_wav_scp
+from espnet_slam_aac.data import read_wav_scp, resolve_beside
 from espnet_slam_aac.errors import AudioError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
+
+
+# settings that name files: taken relative to the YAML's folder where they exist there
+PATH_KEYS = ("clap", "clap_config", "tokenizer")
 
 
 @dataclass
@@ -72,6 +76,7 @@ class RefineConfig:
                 values = yaml.safe_load(f) or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: not a YAML mapping")
+            values = {k: resolve_beside(Path(path).parent, v) if k in PATH_KEYS else v for k, v in values.items()}
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)

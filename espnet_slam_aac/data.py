@@ -523,6 +523,18 @@ def read_data_dir(data_dir: PathLike) -> List[Utterance]:
     return utterances
 
 
+def resolve_beside(folder: PathLike, value: Any) -> Any:
+    """A relative path that names something in ``folder`` -> that path; anything else as is.
+
+    Configs that travel with their files (a packed model's config.yaml and refine.yaml) name them relative to
+    their own folder; a recipe's conf/*.yaml names them relative to the recipe, where they do not exist beside
+    the YAML.
+    """
+    if isinstance(value, str) and value and not Path(value).is_absolute() and (Path(folder) / value).exists():
+        return str(Path(folder) / value)
+    return value
+
+
 def read_wav_scp(path: PathLike) -> List[Tuple[str, str]]:
     """``(key, audio path)`` pairs of a Kaldi wav.scp; piped commands ("cmd |") are not supported."""
     if not Path(path).is_file():

@@ -33,6 +33,7 @@ import torch
 import yaml
 
 from espnet_slam_aac import frontend as fe
+from espnet_slam_aac.data import resolve_beside
 from espnet_slam_aac.decoding import DecodingOptions, decode
 from espnet_slam_aac.errors import CheckpointError, ConfigError
 
@@ -47,7 +48,6 @@ MODEL_FILES = (
 # config keys that may name files relative to the model folder (a packed model carries them)
 PATH_KEYS = (("encoder_conf", "checkpoint"), ("decoder_conf", "model_name_or_path"),
              ("decoder_conf", "tokenizer_name_or_path"))  # fmt: skip
-REFINE_PATH_KEYS = ("clap", "clap_config", "tokenizer")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -107,13 +107,6 @@ def resolve_model_dir(name: Union[str, Path]) -> Path:
         ) from err
 
 
-def _beside(folder: Path, value):
-    """A relative path that names something in ``folder`` (a packed model's sources/...) -> that; else as is."""
-    if isinstance(value, str) and value and not Path(value).is_absolute() and (folder / value).exists():
-        return str(folder / value)
-    return value
-
-
 def find_model_file(folder: Path) -> Path:
     for name in MODEL_FILES:
         if (folder / name).is_file():
@@ -152,7 +145,7 @@ def load_model(
         raise ConfigError(f"{train_config}: not a training config (a YAML mapping)")
     for section, key in PATH_KEYS:  # paths inside a packed folder are relative to it
         if isinstance(conf.get(section), dict) and key in conf[section]:
-            conf[section][key] = _beside(train_config.parent, conf[section][key])
+            conf[section][key] = resolve_beside(train_config.parent, conf[section][key])
     conf["frozen_dtype"] = str(dtype).replace("torch.", "")
     args = argparse.Namespace(**conf)
     model = AACTask.build_model(args)
@@ -215,9 +208,6 @@ class Speech2Caption:
         from espnet_slam_aac.clap_refine import RefineConfig
 
         config = RefineConfig.from_yaml(refine_config, device=self.device)
-        if refine_config is not None:  # paths in a packed refine.yaml are relative to its folder
-            folder = Path(refine_config).parent
-            config = dataclasses.replace(config, **{k: _beside(folder, getattr(config, k)) for k in REFINE_PATH_KEYS})
         if clap is not None:
             config = dataclasses.replace(config, clap=clap)
         if not config.clap:

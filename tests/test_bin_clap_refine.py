@@ -72,6 +72,18 @@ def test_lm_weight_flag_overrides_the_yaml_and_can_change_the_choice(decoded, ti
     assert records[0]["candidates"][1]["lm_score"] == -0.75
 
 
+def test_relative_clap_path_is_taken_beside_the_yaml_as_in_a_packed_model(decoded, tiny_claps, tmp_path):
+    import shutil
+
+    candidates, data = decoded
+    packed = tmp_path / "packed"
+    shutil.copytree(tiny_claps["ase"], packed / "sources" / "clap")
+    (packed / "refine.yaml").write_text(yaml.safe_dump({"clap": "sources/clap"}), encoding="utf-8")
+    _run(candidates, data, tmp_path / "out", "--config", str(packed / "refine.yaml"))  # run from another folder
+    used = yaml.safe_load((tmp_path / "out" / "refine.yaml").read_text())
+    assert used["clap"] == str(packed / "sources" / "clap")
+
+
 def test_unknown_yaml_key_and_missing_clap_exit_with_a_message(decoded, tmp_path, capsys):
     candidates, data = decoded
     conf = tmp_path / "refine.yaml"
