@@ -39,7 +39,7 @@ setup(
     include_package_data=True,
     install_requires=install_requires,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "ruff==0.14.14"],
         # the real recipes: corpus download (Clotho, AudioCaps), MarianMT punctuation handling, model zoo
         "recipe": ["aac-datasets==0.7.0", "sacremoses", "espnet_model_zoo==0.1.7"],
     },

@@ -26,10 +26,10 @@ import torch
 def build(size: str, device: str, batch_size: int):
     from transformers import ClapAudioConfig, RobertaConfig
 
-    from espnet_slam_aac import clap_tiny
-    from espnet_slam_aac.clap import CLAP
-    from espnet_slam_aac.clap_ase import ASEModel
-    from espnet_slam_aac.clap_frontend import ASE_MEL
+    from espnet_slam_aac.clap.ase import ASEModel
+    from espnet_slam_aac.clap.frontend import ASE_MEL
+    from espnet_slam_aac.clap.model import CLAP
+    from espnet_slam_aac.testing import tiny_clap as clap_tiny
 
     tokenizer = clap_tiny.train_tokenizer(tempfile.mkdtemp())
     if size == "tiny":
@@ -55,8 +55,10 @@ def main() -> None:
         p.numel() for p in clap.tower.audio_projection.parameters()
     )
     rng = np.random.default_rng(0)
-    clips = [((0.1 * rng.standard_normal(int(44100 * rng.uniform(15, 30)))).astype(np.float32), 44100)
-             for _ in range(args.clips)]  # fmt: skip
+    clips = [
+        ((0.1 * rng.standard_normal(int(44100 * rng.uniform(15, 30)))).astype(np.float32), 44100)
+        for _ in range(args.clips)
+    ]
     clap.audio_embeddings(clips[:2])  # warm-up
 
     def sync():

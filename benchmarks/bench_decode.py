@@ -39,18 +39,19 @@ def build_model(preset: str, device: str, dtype: torch.dtype):
     from peft import get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from espnet_slam_aac.decoder import LLMDecoder, lora_config
-    from espnet_slam_aac.encoder import EATEncoder
-    from espnet_slam_aac.frontend import EATFbank
-    from espnet_slam_aac.model import SlamAAC
-    from espnet_slam_aac.projector import LinearProjector
-    from espnet_slam_aac.toy import build_tiny_llm
+    from espnet_slam_aac.model.decoder import LLMDecoder, lora_config
+    from espnet_slam_aac.model.encoder import EATEncoder
+    from espnet_slam_aac.model.frontend import EATFbank
+    from espnet_slam_aac.model.projector import LinearProjector
+    from espnet_slam_aac.model.slam_aac import SlamAAC
+    from espnet_slam_aac.testing.tiny_llm import build_tiny_llm
 
     torch.manual_seed(0)
     # the tokenizer (and a throw-away tiny LM) of the tests; the benchmark's LM replaces the tiny one
     decoder = LLMDecoder(str(build_tiny_llm(tempfile.mkdtemp(), ["a dog barks", "rain falls on a roof"])))
-    config = LlamaConfig(vocab_size=32000, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
-                         **PRESETS[preset])  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=32000, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, **PRESETS[preset]
+    )
     with torch.device(device):  # initialized where it runs: a 7B model initializes in seconds on a GPU
         llm = LlamaForCausalLM._from_config(config, dtype=dtype).eval()
     llm.requires_grad_(False)
@@ -67,18 +68,28 @@ def reference_candidates(model, speech, lengths, beam_sizes, max_new_tokens):
     for beam in beam_sizes:
         embeds, mask = model.prefix_embeds(speech, lengths)
         ids = model.decoder.llm.generate(
-            inputs_embeds=embeds, attention_mask=mask, num_beams=beam, num_return_sequences=1,
-            max_new_tokens=max_new_tokens, min_length=1, do_sample=False, top_p=1.0, temperature=1.0,
-            repetition_penalty=1.0, length_penalty=1.0, bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id,
-        )  # fmt: skip
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            num_beams=beam,
+            num_return_sequences=1,
+            max_new_tokens=max_new_tokens,
+            min_length=1,
+            do_sample=False,
+            top_p=1.0,
+            temperature=1.0,
+            repetition_penalty=1.0,
+            length_penalty=1.0,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.eos_token_id,
+        )
         for i, row in enumerate(ids.tolist()):
             out[i].append([t for t in row if t != tok.eos_token_id])
     return out
 
 
 def our_candidates(model, speech, lengths, options):
-    from espnet_slam_aac.decoding import decode
+    from espnet_slam_aac.inference.decoding import decode
 
     embeds, mask = model.prefix_embeds(speech, lengths)
     hyps = decode(model.decoder.llm, embeds, mask, options, model.decoder.eos_id)
@@ -107,8 +118,8 @@ def run(fn, batches, device):
 
 
 def main() -> None:
-    from espnet_slam_aac import synth
-    from espnet_slam_aac.decoding import DecodingOptions, parse_beam_sizes
+    from espnet_slam_aac.inference.decoding import DecodingOptions, parse_beam_sizes
+    from espnet_slam_aac.testing import synth
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -120,17 +131,22 @@ def main() -> None:
     parser.add_argument("--max_new_tokens", type=int, default=20)
     parser.add_argument("--schedules", default="combined,sequential", help="our schedules to time")
     parser.add_argument("--skip_reference", action="store_true", help="time ours only")
-    parser.add_argument("--check", choices=["assert", "report"], default="assert",
-                        help="captions must equal the reference's (assert), or count the equal ones (report: "
-                        "bf16 GPU kernels depend on batch shapes, so near-ties of a random model may flip)")  # fmt: skip
+    parser.add_argument(
+        "--check",
+        choices=["assert", "report"],
+        default="assert",
+        help="captions must equal the reference's (assert), or count the equal ones (report: "
+        "bf16 GPU kernels depend on batch shapes, so near-ties of a random model may flip)",
+    )
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
     beam_sizes = parse_beam_sizes(args.beams)
 
     model = build_model(args.llm_preset, args.device, dtype)
     rng = np.random.default_rng(0)
-    waves = [torch.from_numpy(synth.synthesize_clip(rng, 16000, 10.0, 1)[0].astype(np.float32)) for _ in
-             range(args.clips)]  # fmt: skip
+    waves = [
+        torch.from_numpy(synth.synthesize_clip(rng, 16000, 10.0, 1)[0].astype(np.float32)) for _ in range(args.clips)
+    ]
     batches = []
     for i in range(0, args.clips, args.batch_size):
         chunk = waves[i : i + args.batch_size]
@@ -149,10 +165,16 @@ def main() -> None:
 
     report = {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(), "load_avg_at_start": load, "torch": torch.__version__,
-        "llm_preset": args.llm_preset, "dtype": str(dtype), "beam_sizes": list(beam_sizes), "clips": args.clips,
-        "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-    }  # fmt: skip
+        "threads": torch.get_num_threads(),
+        "load_avg_at_start": load,
+        "torch": torch.__version__,
+        "llm_preset": args.llm_preset,
+        "dtype": str(dtype),
+        "beam_sizes": list(beam_sizes),
+        "clips": args.clips,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+    }
     for name, (rate, _, peak) in results.items():
         report[f"{name}_clips_per_s"] = round(rate, 4)
         if peak is not None:

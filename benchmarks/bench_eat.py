@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from espnet_slam_aac import synth
-from espnet_slam_aac.encoder import EATEncoder
-from espnet_slam_aac.frontend import EATFbank
+from espnet_slam_aac.model.encoder import EATEncoder
+from espnet_slam_aac.model.frontend import EATFbank
+from espnet_slam_aac.testing import synth
 
 
 def timed(fn, iterations: int, device: torch.device) -> float:
@@ -58,8 +58,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    print(f"torch {torch.__version__}, {device_name(device)}, {torch.get_num_threads()} threads, "
-          f"{args.iterations} iterations, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {device_name(device)}, {torch.get_num_threads()} threads, "
+        f"{args.iterations} iterations, load average {os.getloadavg()[0]:.1f}"
+    )
     print("| part | input | batch | s/call (median) | clips/s |")
     print("|---|---|---|---|---|")
     encoder = EATEncoder(size=args.size).to(device)
@@ -79,7 +81,9 @@ def main() -> None:
                 return encoder(fbank, fbank_lengths)
 
         seconds = timed(encode, args.iterations, device)
-        print(f"| encoder EAT-{args.size} {args.dtype} | 1024 frames | {batch} | {seconds:.4f} | {batch / seconds:.2f} |")
+        print(
+            f"| encoder EAT-{args.size} {args.dtype} | 1024 frames | {batch} | {seconds:.4f} | {batch / seconds:.2f} |"
+        )
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

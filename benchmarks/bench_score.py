@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from espnet_slam_aac import metric_resources, synth
-from espnet_slam_aac.metrics import score_decodes
+from espnet_slam_aac.scoring import resources as metric_resources
+from espnet_slam_aac.scoring.metrics import score_decodes
+from espnet_slam_aac.testing import synth
 
 METRICS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d"]
 
@@ -48,8 +49,13 @@ def per_decode(refs, decodes, resources):
     keys = sorted(refs)
     scores = {}
     for name, hyps in decodes.items():
-        corpus, _ = evaluate([hyps[k] for k in keys], [refs[k] for k in keys], metrics=METRICS,
-                             cache_path=str(resources.cache_dir), java_path=resources.java.path)
+        corpus, _ = evaluate(
+            [hyps[k] for k in keys],
+            [refs[k] for k in keys],
+            metrics=METRICS,
+            cache_path=str(resources.cache_dir),
+            java_path=resources.java.path,
+        )
         scores[name] = {m: float(corpus[m]) for m in METRICS}
     return scores
 
@@ -92,13 +98,17 @@ def main() -> None:
         )
         load_after = os.getloadavg()[0]
     worst = max(abs(our_scores[n][m] - ref_scores[n][m]) for n in decodes for m in METRICS)
-    print(f"{os.cpu_count()} CPUs, load average {load_before:.1f} before / {load_after:.1f} after; "
-          f"Java {resources.java.version}; {platform.platform()}")
+    print(
+        f"{os.cpu_count()} CPUs, load average {load_before:.1f} before / {load_after:.1f} after; "
+        f"Java {resources.java.version}; {platform.platform()}"
+    )
     print(f"{args.clips} clips x {args.decodes} decodes ({unique} unique clip-caption pairs, overlap={args.overlap})")
     print(f"| mode | JVM launches | seconds (best of {args.repeats}) |")
     print("|---|---|---|")
-    print(f"| aac-metrics `evaluate` per decode | {6 * args.decodes} (per decode: PTB x2, METEOR, "
-          f"3 `java -version` checks) | {t_ref:.1f} |")
+    print(
+        f"| aac-metrics `evaluate` per decode | {6 * args.decodes} (per decode: PTB x2, METEOR, "
+        f"3 `java -version` checks) | {t_ref:.1f} |"
+    )
     print(f"| ours, all decodes in one run | 2 (one PTB, one METEOR) | {t_ours:.1f} |")
     print(f"speedup: {t_ref / t_ours:.2f}x; max |difference| of corpus scores: {worst:.1e}")
 

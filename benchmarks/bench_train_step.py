@@ -31,12 +31,18 @@ import torch
 
 PRESETS = {
     # LLM shape, EAT shape
-    "tiny": (dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=384),
-             dict(embed_dim=32, depth=1, num_heads=2)),
-    "scaled": (dict(hidden_size=1024, num_layers=8, num_heads=16, intermediate_size=2816, vocab_size=32000),
-               dict(size="base")),
-    "7b": (dict(hidden_size=4096, num_layers=32, num_heads=32, intermediate_size=11008, vocab_size=32000),
-           dict(size="base")),
+    "tiny": (
+        dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=384),
+        dict(embed_dim=32, depth=1, num_heads=2),
+    ),
+    "scaled": (
+        dict(hidden_size=1024, num_layers=8, num_heads=16, intermediate_size=2816, vocab_size=32000),
+        dict(size="base"),
+    ),
+    "7b": (
+        dict(hidden_size=4096, num_layers=32, num_heads=32, intermediate_size=11008, vocab_size=32000),
+        dict(size="base"),
+    ),
 }
 CAPTIONS = ["a dog barks twice then a car passes", "rain falls on a tin roof while thunder rumbles"]
 
@@ -46,12 +52,12 @@ def build(preset: str, frozen_dtype: str, device: str, workdir: Path):
     so that ESPnet's task module (and its many imports) is not needed on a GPU machine."""
     from espnet2.asr.specaug.specaug import SpecAug
 
-    from espnet_slam_aac.decoder import LLMDecoder
-    from espnet_slam_aac.encoder import EATEncoder
-    from espnet_slam_aac.frontend import EATFbank
-    from espnet_slam_aac.model import SlamAAC, cast_frozen
-    from espnet_slam_aac.projector import LinearProjector
-    from espnet_slam_aac.toy import llama_config, write_tokenizer
+    from espnet_slam_aac.model.decoder import LLMDecoder
+    from espnet_slam_aac.model.encoder import EATEncoder
+    from espnet_slam_aac.model.frontend import EATFbank
+    from espnet_slam_aac.model.projector import LinearProjector
+    from espnet_slam_aac.model.slam_aac import SlamAAC, cast_frozen
+    from espnet_slam_aac.testing.tiny_llm import llama_config, write_tokenizer
 
     llm_shape, eat_shape = PRESETS[preset]
     llm_shape = dict(llm_shape)
@@ -60,8 +66,13 @@ def build(preset: str, frozen_dtype: str, device: str, workdir: Path):
     llama_config(vocab, **llm_shape, max_position_embeddings=4096).save_pretrained(workdir)
     dtype = getattr(torch, frozen_dtype)
     with torch.device(device):  # weights are made where they will live
-        specaug = SpecAug(apply_time_warp=False, time_mask_width_range=[0, 64], num_time_mask=2,
-                          freq_mask_width_range=[0, 8], num_freq_mask=2)
+        specaug = SpecAug(
+            apply_time_warp=False,
+            time_mask_width_range=[0, 64],
+            num_time_mask=2,
+            freq_mask_width_range=[0, 8],
+            num_freq_mask=2,
+        )
         encoder = cast_frozen(EATEncoder(checkpoint=None, **eat_shape), dtype)
         decoder = LLMDecoder(str(workdir), dtype=dtype, load_pretrained_weights=False)
         projector = LinearProjector(encoder.output_size(), decoder.hidden_size)
@@ -137,21 +148,40 @@ def main() -> None:
     args = parser.parse_args()
     presets = args.llm_preset or (["7b"] if args.device.startswith("cuda") else ["tiny", "scaled"])
     if args.single:
-        print(json.dumps(measure(presets[0], args.frozen_dtype[0], args.device, args.batch_size, args.steps, args.warmup)))
+        print(
+            json.dumps(measure(presets[0], args.frozen_dtype[0], args.device, args.batch_size, args.steps, args.warmup))
+        )
         return
     results = []
     for preset in presets:
         for dtype in args.frozen_dtype:
-            cmd = [sys.executable, __file__, "--single", "--device", args.device, "--llm_preset", preset,
-                   "--frozen_dtype", dtype, "--batch_size", str(args.batch_size), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--single",
+                "--device",
+                args.device,
+                "--llm_preset",
+                preset,
+                "--frozen_dtype",
+                dtype,
+                "--batch_size",
+                str(args.batch_size),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+            ]
             out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
             if out.returncode != 0:
                 sys.exit(f"{preset}/{dtype} failed (exit {out.returncode})")
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = results[-1]
-            print(f"| {r['preset']} | {r['device']} | {r['frozen_dtype']} | {r['batch_size']} | {r['step_s']} | "
-                  f"{r['frozen_gib']} | {r['peak_gib']} ({r['peak_kind']}) | {r['trainable_params_m']} M |", flush=True)
+            print(
+                f"| {r['preset']} | {r['device']} | {r['frozen_dtype']} | {r['batch_size']} | {r['step_s']} | "
+                f"{r['frozen_gib']} | {r['peak_gib']} ({r['peak_kind']}) | {r['trainable_params_m']} M |",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 

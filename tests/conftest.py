@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 import soundfile  # noqa: E402
 import torch  # noqa: E402
 
-from espnet_slam_aac import synth  # noqa: E402
+from espnet_slam_aac.testing import synth  # noqa: E402
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
@@ -52,7 +52,7 @@ def tiny_claps(tmp_path_factory) -> dict:
     """Tiny random CLAPs with one seed in each format load_clap reads: "ase" (folder with best_model.pt,
     clap_config.yaml, tokenizer), "laion" (original-layout .pt beside its tokenizer), "hf" (ClapModel folder).
     "laion" and "hf" hold the same weights; "ase" shares their audio tower."""
-    from espnet_slam_aac.clap_tiny import build_tiny_clap
+    from espnet_slam_aac.testing.tiny_clap import build_tiny_clap
 
     return {fmt: build_tiny_clap(tmp_path_factory.mktemp(f"clap_{fmt}"), fmt) for fmt in ("ase", "laion", "hf")}
 
@@ -63,7 +63,7 @@ def tiny_llm(tmp_path_factory, synth_manifest) -> Path:
     sentencepiece tokenizer trained on the ``synth_manifest`` captions and SLAM-AAC's prompt."""
     import json
 
-    from espnet_slam_aac.toy import build_tiny_llm
+    from espnet_slam_aac.testing.tiny_llm import build_tiny_llm
 
     captions = [json.loads(line)["target"] for line in synth_manifest.read_text(encoding="utf-8").splitlines()]
     return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm"), captions)
@@ -72,8 +72,8 @@ def tiny_llm(tmp_path_factory, synth_manifest) -> Path:
 @pytest.fixture(scope="session")
 def tiny_eat(tmp_path_factory) -> Path:
     """A random-init EAT (32-d, 1 block, 2 heads, 64 time patches) as a Hugging Face folder."""
-    from espnet_slam_aac.eat_checkpoint import save_hf_checkpoint
-    from espnet_slam_aac.encoder import EATConfig, EATModel
+    from espnet_slam_aac.model.eat import EATConfig, EATModel
+    from espnet_slam_aac.model.eat_checkpoint import save_hf_checkpoint
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

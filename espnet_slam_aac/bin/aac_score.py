@@ -18,10 +18,16 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from espnet_slam_aac import metric_resources, results
 from espnet_slam_aac.errors import SlamAACError
-from espnet_slam_aac.metrics import (
-    ALL_METRICS, TextNormalization, check_keys, read_hypotheses, read_references, score_decodes,
+from espnet_slam_aac.scoring import resources as metric_resources
+from espnet_slam_aac.scoring import results
+from espnet_slam_aac.scoring.metrics import (
+    ALL_METRICS,
+    TextNormalization,
+    check_keys,
+    read_hypotheses,
+    read_references,
+    score_decodes,
 )
 
 logger = logging.getLogger("espnet_slam_aac.score")
@@ -33,35 +39,69 @@ def get_parser() -> argparse.ArgumentParser:
     )
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--ref_dir", type=Path, help="data dir holding text_spk1..text_spkN (all references)")
-    io.add_argument("--hyp", nargs="+", default=[], metavar="[NAME=]PATH",
-                    help="hypothesis text files (Kaldi `key caption`); NAME defaults to the file's folder name")
-    io.add_argument("--decode_dir", type=Path,
-                    help="a set's decode dir: scores DIR/text as '1best' and every DIR/*/text (beam<N>, "
-                    "clap_refine, ...) as its folder name")
-    io.add_argument("--out_dir", type=Path,
-                    help="where scores.json, scores.jsonl, RESULTS.md and the plot go "
-                    "(default: <decode_dir>/score, else <first --hyp's folder>/score)")
+    io.add_argument(
+        "--hyp",
+        nargs="+",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="hypothesis text files (Kaldi `key caption`); NAME defaults to the file's folder name",
+    )
+    io.add_argument(
+        "--decode_dir",
+        type=Path,
+        help="a set's decode dir: scores DIR/text as '1best' and every DIR/*/text (beam<N>, "
+        "clap_refine, ...) as its folder name",
+    )
+    io.add_argument(
+        "--out_dir",
+        type=Path,
+        help="where scores.json, scores.jsonl, RESULTS.md and the plot go "
+        "(default: <decode_dir>/score, else <first --hyp's folder>/score)",
+    )
     io.add_argument("--set_name", help="name of the evaluation set in the outputs (default: --ref_dir's name)")
-    io.add_argument("--min_refs", type=int, default=1,
-                    help="error if a clip has fewer references than this (clips with fewer references than "
-                    "others are otherwise scored with the ones they have, and listed in the log)")
+    io.add_argument(
+        "--min_refs",
+        type=int,
+        default=1,
+        help="error if a clip has fewer references than this (clips with fewer references than "
+        "others are otherwise scored with the ones they have, and listed in the log)",
+    )
 
     scoring = parser.add_argument_group("scoring")
-    scoring.add_argument("--metrics", nargs="+", default=list(ALL_METRICS), choices=ALL_METRICS, metavar="METRIC",
-                         help=f"metrics to compute (default: all: {' '.join(ALL_METRICS)})")
-    scoring.add_argument("--no_ptb_tokenize", dest="ptb_tokenize", action="store_false",
-                         help="skip aac-metrics' PTB tokenization (lower-casing, punctuation tokens dropped); "
-                         "numbers then differ from the literature")
-    scoring.add_argument("--strip_punctuation", action="store_true",
-                         help="lower-case and delete ASCII punctuation first, as ESPnet's clotho_v2 recipe does "
-                         "(off by default)")
-    scoring.add_argument("--cache_dir", type=Path,
-                         help="aac-metrics cache root holding aac-metrics/ "
-                         "(default: $AAC_METRICS_CACHE_PATH or ~/.cache)")
-    scoring.add_argument("--java",
-                         help="Java 8+ executable (default: $AAC_METRICS_JAVA_PATH, java on PATH, $JAVA_HOME)")
-    scoring.add_argument("--no_link", dest="link", action="store_false",
-                         help="do not link jars from the installed pycocoevalcap wheel into the cache")
+    scoring.add_argument(
+        "--metrics",
+        nargs="+",
+        default=list(ALL_METRICS),
+        choices=ALL_METRICS,
+        metavar="METRIC",
+        help=f"metrics to compute (default: all: {' '.join(ALL_METRICS)})",
+    )
+    scoring.add_argument(
+        "--no_ptb_tokenize",
+        dest="ptb_tokenize",
+        action="store_false",
+        help="skip aac-metrics' PTB tokenization (lower-casing, punctuation tokens dropped); "
+        "numbers then differ from the literature",
+    )
+    scoring.add_argument(
+        "--strip_punctuation",
+        action="store_true",
+        help="lower-case and delete ASCII punctuation first, as ESPnet's clotho_v2 recipe does (off by default)",
+    )
+    scoring.add_argument(
+        "--cache_dir",
+        type=Path,
+        help="aac-metrics cache root holding aac-metrics/ (default: $AAC_METRICS_CACHE_PATH or ~/.cache)",
+    )
+    scoring.add_argument(
+        "--java", help="Java 8+ executable (default: $AAC_METRICS_JAVA_PATH, java on PATH, $JAVA_HOME)"
+    )
+    scoring.add_argument(
+        "--no_link",
+        dest="link",
+        action="store_false",
+        help="do not link jars from the installed pycocoevalcap wheel into the cache",
+    )
     scoring.add_argument("--device", default="cuda_if_available", help="torch device of the FENSE models")
 
     report = parser.add_argument_group("RESULTS.md")
@@ -71,9 +111,14 @@ def get_parser() -> argparse.ArgumentParser:
     report.add_argument("--decode_config", type=Path, help="decoding config (YAML) shown in RESULTS.md")
     report.add_argument("--refine_config", type=Path, help="CLAP-Refine config (YAML) shown in RESULTS.md")
     report.add_argument("--info", nargs="+", default=[], metavar="KEY=VALUE", help="more lines for the settings")
-    report.add_argument("--collect", nargs="+", type=Path, metavar="SCORES",
-                        help="only render RESULTS.md (--results_md) from earlier runs: scores.json files, or "
-                        "dirs searched for them (e.g. the experiment dir)")
+    report.add_argument(
+        "--collect",
+        nargs="+",
+        type=Path,
+        metavar="SCORES",
+        help="only render RESULTS.md (--results_md) from earlier runs: scores.json files, or "
+        "dirs searched for them (e.g. the experiment dir)",
+    )
     return parser
 
 
@@ -149,8 +194,11 @@ def run(args: argparse.Namespace) -> None:
     settings = settings_from(args)
     resources = metric_resources.resolve(args.cache_dir, args.java, link=args.link)
     if resources.linked:
-        logger.info("linked %d files of the installed pycocoevalcap into %s", len(resources.linked),
-                    resources.cache_dir / "aac-metrics")
+        logger.info(
+            "linked %d files of the installed pycocoevalcap into %s",
+            len(resources.linked),
+            resources.cache_dir / "aac-metrics",
+        )
 
     normalization = TextNormalization(ptb_tokenize=args.ptb_tokenize, strip_punctuation=args.strip_punctuation)
     report = score_decodes(references, hypotheses, resources, args.metrics, normalization, args.device)
@@ -158,8 +206,12 @@ def run(args: argparse.Namespace) -> None:
     out_dir = args.out_dir or (args.decode_dir or next(iter(files.values())).parent) / "score"
     set_name = args.set_name or args.ref_dir.resolve().name
     summary = results.summarize(
-        report, set_name, {n: str(p) for n, p in files.items()}, str(args.ref_dir),
-        resources.java.version if resources.java else None, settings,
+        report,
+        set_name,
+        {n: str(p) for n, p in files.items()},
+        str(args.ref_dir),
+        resources.java.version if resources.java else None,
+        settings,
     )
     results.write_scores(out_dir, report, hypotheses, summary)
     written = results.write_results(args.results_md or out_dir / "RESULTS.md", [summary], args.title)
@@ -170,8 +222,12 @@ def run(args: argparse.Namespace) -> None:
     for name, scores in report.decodes.items():
         print(f"{name:<{width}}  " + "  ".join(f"{100 * scores.corpus[m]:>9.2f}" for m in metrics))
     for metric, info in report.missing.items():
-        logger.warning("%s not computed: %s%s", results.DISPLAY[metric], info.reason,
-                       f" -- fetch with: {info.fetch}" if info.fetch else "")
+        logger.warning(
+            "%s not computed: %s%s",
+            results.DISPLAY[metric],
+            info.reason,
+            f" -- fetch with: {info.fetch}" if info.fetch else "",
+        )
     logger.info("wrote %s", ", ".join(str(p) for p in [out_dir / "scores.json", out_dir / "scores.jsonl"] + written))
 
 

@@ -27,8 +27,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from espnet_slam_aac.bin.aac_inference import add_model_arguments, build_speech2caption, iter_batches
 from espnet_slam_aac.errors import AudioError, SlamAACError
+from espnet_slam_aac.inference.batching import iter_batches
+from espnet_slam_aac.inference.options import add_model_arguments, build_speech2caption
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
 REFINE_BEAMS = "2..8"
@@ -39,8 +40,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, or wav.scp files")
     parser.add_argument("--out", help="write the TSV here instead of stdout")
     parser.add_argument("--candidates", help="also write every candidate caption with its scores (jsonl)")
-    parser.add_argument("--refine", metavar="CLAP", nargs="?", const=True,
-                        help="CLAP-Refine (beams 2..8 unless --beams) with the model's CLAP, or with CLAP")  # fmt: skip
+    parser.add_argument(
+        "--refine",
+        metavar="CLAP",
+        nargs="?",
+        const=True,
+        help="CLAP-Refine (beams 2..8 unless --beams) with the model's CLAP, or with CLAP",
+    )
     parser.add_argument("--refine_config", help="refine YAML (lm_weight, CLAP options), e.g. conf/refine.yaml")
     parser.add_argument("--num_workers", type=int, default=2, help="threads reading audio [2]")
     add_model_arguments(parser, device="auto", dtype="auto")
@@ -50,7 +56,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def collect(paths: List[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
     """(name, audio path) pairs in the order given, and the problems found (missing paths, empty folders)."""
-    from espnet_slam_aac.data import read_wav_scp
+    from espnet_slam_aac.data.datadir import read_wav_scp
 
     entries, problems = [], []
     for spec in paths:
@@ -72,8 +78,9 @@ def collect(paths: List[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     from tqdm import tqdm
 
     entries, problems = collect(args.paths)
@@ -105,8 +112,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             for (name, _), result in zip(good, results):
                 out.write(f"{name}\t{' '.join(result.caption.split())}\n")
                 if cands is not None:
-                    record = {"key": name, "caption": result.caption, "best": result.best,
-                              "candidates": [dataclasses.asdict(c) for c in result.candidates]}  # fmt: skip
+                    record = {
+                        "key": name,
+                        "caption": result.caption,
+                        "best": result.best,
+                        "candidates": [dataclasses.asdict(c) for c in result.candidates],
+                    }
                     if result.similarities is not None:
                         record["similarities"] = result.similarities
                     cands.write(json.dumps(record, ensure_ascii=False) + "\n")

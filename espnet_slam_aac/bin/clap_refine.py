@@ -1,7 +1,7 @@
 """CLAP-Refine: choose each clip's caption among its n-best candidates by CLAP audio-text similarity.
 
-Reads CANDIDATES (candidates.jsonl as the decode sub-command writes it: one line per clip, {"key", "candidates": [{"text",
-"beam_size", "logprob", "length"}, ...]}) and DATA_DIR/wav.scp (the clips' audio), embeds every clip and
+Reads CANDIDATES (candidates.jsonl as the decode sub-command writes it: one line per clip, {"key", "candidates":
+[{"text", "beam_size", "logprob", "length"}, ...]}) and DATA_DIR/wav.scp (the clips' audio), embeds every clip and
 candidate with a CLAP, and writes to OUT_DIR, sorted by key:
 
   text           key caption: the candidate with the highest score
@@ -21,7 +21,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from espnet_slam_aac.clap_refine import RefineConfig, run
+from espnet_slam_aac.clap.refine import RefineConfig, run
 from espnet_slam_aac.errors import SlamAACError
 
 
@@ -58,9 +58,17 @@ def get_parser() -> argparse.ArgumentParser:
         "short_clip": "clips under 0.1 s: error | silence (embed 10 s of silence, as the reference does)",
         "max_text_tokens": "caption tokens kept [30 for SLAM-AAC's CLAP, 77 for LAION]",
     }
-    types = {"trusted_pickle": _bool, "whole_clip": _bool, "lm_weight": float, "max_seconds": float,
-             "batch_size": int, "text_batch_size": int, "clips_per_step": int, "num_workers": int,
-             "max_text_tokens": int}  # fmt: skip
+    types = {
+        "trusted_pickle": _bool,
+        "whole_clip": _bool,
+        "lm_weight": float,
+        "max_seconds": float,
+        "batch_size": int,
+        "text_batch_size": int,
+        "clips_per_step": int,
+        "num_workers": int,
+        "max_text_tokens": int,
+    }
     for name, help_ in helps.items():
         default = getattr(defaults, name)
         shown = f" [{default}]" if default is not None else ""

@@ -26,9 +26,11 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from espnet_slam_aac import frontend
-from espnet_slam_aac.data import read_wav_scp
+from espnet_slam_aac.data import audio
+from espnet_slam_aac.data import resample as resampling
+from espnet_slam_aac.data.datadir import read_wav_scp
 from espnet_slam_aac.errors import AudioError, SlamAACError
+from espnet_slam_aac.model import frontend
 
 GRANULARITIES = ("all", "frame", "utterance")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -46,7 +48,7 @@ class FbankDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         key, path = self.entries[index]
         try:
-            wave, rate = frontend.load_audio(path)
+            wave, rate = audio.load_audio(path)
             return key, frontend.eat_fbank(wave, rate, **self.fbank_options)
         except AudioError as e:
             return key, e if key == path else AudioError(f"key {key!r}: {e}")
@@ -88,17 +90,32 @@ def get_parser() -> argparse.ArgumentParser:
     source.add_argument("--wav_scp", help="Kaldi wav.scp: one 'KEY PATH' per line")
     parser.add_argument("--out", required=True, help="with --wav: OUT.npy; with --wav_scp: prefix of .ark/.scp")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="all", help="see above (default: all)")
-    parser.add_argument("--target_length", type=_target_length, default=frontend.TARGET_LENGTH,
-                        help="fbank frames, a multiple of 16 (default 1024 = 10.24 s); 'none': whole clip, "
-                             "padded to a multiple of 16, up to the checkpoint's position table")  # fmt: skip
-    parser.add_argument("--resampler", choices=frontend.RESAMPLERS, default="functional",
-                        help="for audio not at 16 kHz: functional (EAT's scripts, default) or transforms "
-                             "(SLAM-AAC's data loader)")  # fmt: skip
-    parser.add_argument("--channel", choices=frontend.CHANNELS, default="first",
-                        help="multi-channel audio: channel 0 (default) or the mean of all channels")  # fmt: skip
+    parser.add_argument(
+        "--target_length",
+        type=_target_length,
+        default=frontend.TARGET_LENGTH,
+        help="fbank frames, a multiple of 16 (default 1024 = 10.24 s); 'none': whole clip, "
+        "padded to a multiple of 16, up to the checkpoint's position table",
+    )
+    parser.add_argument(
+        "--resampler",
+        choices=resampling.RESAMPLERS,
+        default="functional",
+        help="for audio not at 16 kHz: functional (EAT's scripts, default) or transforms (SLAM-AAC's data loader)",
+    )
+    parser.add_argument(
+        "--channel",
+        choices=audio.CHANNELS,
+        default="first",
+        help="multi-channel audio: channel 0 (default) or the mean of all channels",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                        help="compute precision (autocast); features are written as float32")  # fmt: skip
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="compute precision (autocast); features are written as float32",
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="clips per forward pass (default 8)")
     parser.add_argument("--num_workers", type=int, default=2, help="processes computing fbanks (default 2)")
     return parser
@@ -110,7 +127,7 @@ def _target_length(value: str) -> Optional[int]:
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of frames or 'none', got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of frames or 'none', got {value!r}") from None
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -129,7 +146,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from espnet_slam_aac.eat_checkpoint import load_eat_model
+    from espnet_slam_aac.model.eat_checkpoint import load_eat_model
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_eat_model(args.checkpoint).to(device)
@@ -140,9 +157,12 @@ def run(args: argparse.Namespace) -> None:
         entries, target_length=args.target_length, channel=args.channel, resampler=args.resampler, max_frames=max_frames
     )
     batches = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, num_workers=args.num_workers if len(entries) > 1 else 0,
-        collate_fn=collate, worker_init_fn=_one_thread,
-    )  # fmt: skip
+        dataset,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers if len(entries) > 1 else 0,
+        collate_fn=collate,
+        worker_init_fn=_one_thread,
+    )
     features = extract(model, batches, device, DTYPES[args.dtype], args.granularity)
     if args.wav:
         _, array = next(features)

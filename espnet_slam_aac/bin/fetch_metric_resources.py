@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from espnet_slam_aac import metric_resources as mr
 from espnet_slam_aac.errors import SlamAACError
-from espnet_slam_aac.metrics import ALL_METRICS
+from espnet_slam_aac.scoring import resources as mr
+from espnet_slam_aac.scoring.metrics import ALL_METRICS
 
 logger = logging.getLogger("espnet_slam_aac.fetch_metric_resources")
 ALIASES = {"ptb": ("java", "ptb"), "all": ("java",) + mr.FETCHABLE}
@@ -32,16 +32,27 @@ ALIASES = {"ptb": ("java", "ptb"), "all": ("java",) + mr.FETCHABLE}
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="espnet-slam-aac fetch-metric-resources", description=__doc__,
+        prog="espnet-slam-aac fetch-metric-resources",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--metrics", nargs="+", default=["all"], choices=("all", "ptb") + ALL_METRICS,
-                        metavar="METRIC", help="metrics to make computable (default: all); 'ptb' = the tokenizer only")
-    parser.add_argument("--cache_dir", type=Path,
-                        help="aac-metrics cache root (default: $AAC_METRICS_CACHE_PATH or ~/.cache)")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=["all"],
+        choices=("all", "ptb") + ALL_METRICS,
+        metavar="METRIC",
+        help="metrics to make computable (default: all); 'ptb' = the tokenizer only",
+    )
+    parser.add_argument(
+        "--cache_dir", type=Path, help="aac-metrics cache root (default: $AAC_METRICS_CACHE_PATH or ~/.cache)"
+    )
     parser.add_argument("--java", help="Java executable to check (default: as `score` finds it)")
-    parser.add_argument("--dry_run", action="store_true",
-                        help="only print what is present, what would be linked and what would be downloaded")
+    parser.add_argument(
+        "--dry_run",
+        action="store_true",
+        help="only print what is present, what would be linked and what would be downloaded",
+    )
     return parser
 
 

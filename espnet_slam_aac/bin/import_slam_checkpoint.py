@@ -18,9 +18,9 @@ from typing import List, Optional
 
 import torch
 
-from espnet_slam_aac.decoder import DEFAULT_LORA
 from espnet_slam_aac.errors import SlamAACError
-from espnet_slam_aac.slam_checkpoint import check_against, lora_conf_from, read_slam_checkpoint
+from espnet_slam_aac.model.decoder import DEFAULT_LORA
+from espnet_slam_aac.model.slam_checkpoint import check_against, lora_conf_from, read_slam_checkpoint
 from espnet_slam_aac.tasks.aac import FROZEN_DTYPES, AACTask
 
 

@@ -5,7 +5,7 @@ relative to the folder; Hub ids kept and their revisions recorded), model.safete
 only: projector + LoRA), decode.yaml / refine.yaml when given, RESULTS.md and images/ when given,
 meta.yaml (espnet_model_zoo's index) and README.md (the model card). Load it with
 `espnet-slam-aac caption --model OUT_DIR`, Speech2Caption.from_pretrained(OUT_DIR), or, once uploaded with
-`espnet-slam-aac upload`, by its Hub id. The layout is described in espnet_slam_aac.pack.
+`espnet-slam-aac upload`, by its Hub id. The layout is described in espnet_slam_aac.packaging.pack.
 
 Example (what stage 11 of the recipes runs):
   espnet-slam-aac pack --train_config exp/finetune_x/config.yaml \\
@@ -19,7 +19,8 @@ import sys
 from typing import List, Optional
 
 from espnet_slam_aac.errors import SlamAACError
-from espnet_slam_aac.pack import DEFAULT_MAX_SOURCE_BYTES, human, pack
+from espnet_slam_aac.packaging.layout import human
+from espnet_slam_aac.packaging.pack import DEFAULT_MAX_SOURCE_BYTES, pack
 
 
 def size(text: str) -> int:
@@ -45,10 +46,18 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="model name for the card, e.g. the Hub id me/slam-aac-clotho")
     parser.add_argument("--datasets", nargs="*", default=[], help="corpora for the card, e.g. clotho audiocaps")
     parser.add_argument("--license", default="other", help="license tag of the card [other: see its notes]")
-    parser.add_argument("--max_source_size", type=size, default=DEFAULT_MAX_SOURCE_BYTES,
-                        help=f"largest local frozen source copied in [{human(DEFAULT_MAX_SOURCE_BYTES)}]")
-    parser.add_argument("--resolve_revisions", type=lambda v: v.lower() in ("true", "1", "yes"), default=True,
-                        help="ask the Hub for the revision of each Hub-id source [true]")
+    parser.add_argument(
+        "--max_source_size",
+        type=size,
+        default=DEFAULT_MAX_SOURCE_BYTES,
+        help=f"largest local frozen source copied in [{human(DEFAULT_MAX_SOURCE_BYTES)}]",
+    )
+    parser.add_argument(
+        "--resolve_revisions",
+        type=lambda v: v.lower() in ("true", "1", "yes"),
+        default=True,
+        help="ask the Hub for the revision of each Hub-id source [true]",
+    )
     return parser
 
 
@@ -57,10 +66,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         report = pack(
-            args.train_config, args.model_file, args.out_dir, decode_config=args.decode_config,
-            refine_config=args.refine_config, clap=args.clap, results=args.results, images=args.images,
+            args.train_config,
+            args.model_file,
+            args.out_dir,
+            decode_config=args.decode_config,
+            refine_config=args.refine_config,
+            clap=args.clap,
+            results=args.results,
+            images=args.images,
             extra_files=args.option,
-            name=args.name, datasets=args.datasets, license=args.license, max_source_bytes=args.max_source_size,
+            name=args.name,
+            datasets=args.datasets,
+            license=args.license,
+            max_source_bytes=args.max_source_size,
             resolve_revisions=args.resolve_revisions,
         )
     except SlamAACError as err:

@@ -6,7 +6,7 @@ translate nothing twice. --paraphrases FILE takes them from a jsonl file instead
 {"text": caption, "paraphrases": [...]} per line. Each caption gets up to --max_per_caption paraphrases,
 added as utterances of the same clip (<key>_para<N>); OUT_DIR/paraphrases.jsonl records where each came
 from; duplicates of a caption of the same clip (case, white space and final .!? ignored) are dropped.
-The rules are in the docstring of espnet_slam_aac.paraphrase.
+The rules are in the docstring of espnet_slam_aac.data.paraphrase.
 
 Config (YAML), every key optional:
   max_per_caption: 2
@@ -27,8 +27,7 @@ from typing import List, Optional
 
 import yaml
 
-from espnet_slam_aac.errors import ConfigError, SlamAACError
-from espnet_slam_aac.paraphrase import (
+from espnet_slam_aac.data.paraphrase import (
     BackTranslationConfig,
     TranslationCache,
     back_translate,
@@ -37,6 +36,7 @@ from espnet_slam_aac.paraphrase import (
     paraphrase_data_dir,
     read_paraphrase_file,
 )
+from espnet_slam_aac.errors import ConfigError, SlamAACError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -44,10 +44,18 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("in_dir", type=Path, help="training data dir (one caption per utterance)")
     parser.add_argument("out_dir", type=Path, help="data dir to write: the original utterances and the paraphrases")
     parser.add_argument("--config", type=Path, default=None, help="YAML (see above); default: the built-in chain")
-    parser.add_argument("--paraphrases", type=Path, default=None,
-                        help="jsonl of {text, paraphrases} to take paraphrases from, instead of translating")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="translation cache (jsonl), shared across runs and sets (default: none)")
+    parser.add_argument(
+        "--paraphrases",
+        type=Path,
+        default=None,
+        help="jsonl of {text, paraphrases} to take paraphrases from, instead of translating",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="translation cache (jsonl), shared across runs and sets (default: none)",
+    )
     parser.add_argument("--max_per_caption", type=int, default=None, help="paraphrases per caption (default 2)")
     parser.add_argument("--device", default=None, help="override backtranslation.device")
     parser.add_argument("--batch_size", type=int, default=None, help="override backtranslation.batch_size")
@@ -64,20 +72,24 @@ def main(argv: Optional[List[str]] = None) -> None:
             conf = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
             unknown = set(conf) - {"max_per_caption", "backtranslation"}
             if unknown:
-                raise ConfigError(f"{args.config}: unknown key(s) {sorted(unknown)}; "
-                                  "known: max_per_caption, backtranslation")
+                raise ConfigError(
+                    f"{args.config}: unknown key(s) {sorted(unknown)}; known: max_per_caption, backtranslation"
+                )
         max_per_caption = args.max_per_caption if args.max_per_caption is not None else conf.get("max_per_caption", 2)
         if args.paraphrases is not None:
             table = read_paraphrase_file(args.paraphrases)
 
             def make(captions):
                 if not any(dedup_key(c) in table for c in captions):
-                    raise ConfigError(f"{args.paraphrases}: no caption of {args.in_dir} is in the file "
-                                      "(is it the paraphrase file of this set?)")
+                    raise ConfigError(
+                        f"{args.paraphrases}: no caption of {args.in_dir} is in the file "
+                        "(is it the paraphrase file of this set?)"
+                    )
                 return table
 
-            report = paraphrase_data_dir(args.in_dir, args.out_dir, make, max_per_caption,
-                                         method=f"file:{args.paraphrases.name}")
+            report = paraphrase_data_dir(
+                args.in_dir, args.out_dir, make, max_per_caption, method=f"file:{args.paraphrases.name}"
+            )
         else:
             bt = BackTranslationConfig.from_dict(conf.get("backtranslation") or {})
             for name in ("device", "batch_size", "seed"):

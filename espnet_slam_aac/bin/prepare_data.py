@@ -22,31 +22,50 @@ import logging
 import sys
 from typing import List, Optional
 
-from espnet_slam_aac.data import DROPPED_FILE, prepare_data_dir
+from espnet_slam_aac.data.manifest import prepare_data_dir
+from espnet_slam_aac.data.records import DROPPED_FILE
 from espnet_slam_aac.errors import SlamAACError
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Example: espnet-slam-aac prepare-data clotho_eval.jsonl data/evaluation --eval --expect_refs 5",
     )
     parser.add_argument("manifest", help="jsonl file, one {key, source, target} object per line")
     parser.add_argument("out_dir", help="data dir to write (an existing data dir there is replaced)")
-    parser.add_argument("--eval", action="store_true",
-                        help="evaluation set: one utterance per clip (key of its first line), all captions "
-                             "as text_spk1..N in manifest order")
-    parser.add_argument("--expect_refs", type=int, default=None, metavar="N",
-                        help="with --eval: every clip must have exactly N captions (default: any number; "
-                             "text_spkK then lists only clips with at least K)")
-    parser.add_argument("--drop_invalid", action="store_true",
-                        help="leave out lines whose audio is missing/unreadable/too short or whose caption is "
-                             "empty, print the count and list them in OUT_DIR/dropped.tsv (default: stop)")
-    parser.add_argument("--check_audio", action="store_true",
-                        help="decode every audio file to find corrupt data behind a valid header and digital "
-                             "silence (reads the whole corpus; default: headers only)")
-    parser.add_argument("--audio_root", default=None,
-                        help="folder that relative 'source' paths are relative to (default: the manifest's)")
+    parser.add_argument(
+        "--eval",
+        action="store_true",
+        help="evaluation set: one utterance per clip (key of its first line), all captions "
+        "as text_spk1..N in manifest order",
+    )
+    parser.add_argument(
+        "--expect_refs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --eval: every clip must have exactly N captions (default: any number; "
+        "text_spkK then lists only clips with at least K)",
+    )
+    parser.add_argument(
+        "--drop_invalid",
+        action="store_true",
+        help="leave out lines whose audio is missing/unreadable/too short or whose caption is "
+        "empty, print the count and list them in OUT_DIR/dropped.tsv (default: stop)",
+    )
+    parser.add_argument(
+        "--check_audio",
+        action="store_true",
+        help="decode every audio file to find corrupt data behind a valid header and digital "
+        "silence (reads the whole corpus; default: headers only)",
+    )
+    parser.add_argument(
+        "--audio_root",
+        default=None,
+        help="folder that relative 'source' paths are relative to (default: the manifest's)",
+    )
     parser.add_argument("--num_workers", type=int, default=8, help="threads that read audio headers")
     return parser
 
@@ -58,8 +77,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         report = prepare_data_dir(
-            args.manifest, args.out_dir, references=args.eval, expect_refs=args.expect_refs,
-            drop_invalid=args.drop_invalid, decode_audio=args.check_audio, audio_root=args.audio_root,
+            args.manifest,
+            args.out_dir,
+            references=args.eval,
+            expect_refs=args.expect_refs,
+            drop_invalid=args.drop_invalid,
+            decode_audio=args.check_audio,
+            audio_root=args.audio_root,
             num_workers=args.num_workers,
         )
     except SlamAACError as e:
@@ -67,8 +91,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(1)
     kind = "clips" if args.eval else "utterances"
     listed = f" (listed in {report.out_dir / DROPPED_FILE})" if report.dropped else ""
-    print(f"{report.out_dir}: {report.num_utterances} {kind} from {report.num_lines} manifest lines, "
-          f"{len(report.dropped)} dropped{listed}", file=sys.stderr)
+    print(
+        f"{report.out_dir}: {report.num_utterances} {kind} from {report.num_lines} manifest lines, "
+        f"{len(report.dropped)} dropped{listed}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import sys
 from typing import List, Optional
 
 from espnet_slam_aac.errors import SlamAACError
-from espnet_slam_aac.pack import upload
+from espnet_slam_aac.packaging.upload import upload
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -28,8 +28,16 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     try:
-        print(upload(args.model_dir, args.hf_repo, private=args.private, revision=args.revision,
-                     commit_message=args.commit_message, dry_run=args.dry_run))
+        print(
+            upload(
+                args.model_dir,
+                args.hf_repo,
+                private=args.private,
+                revision=args.revision,
+                commit_message=args.commit_message,
+                dry_run=args.dry_run,
+            )
+        )
     except SlamAACError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

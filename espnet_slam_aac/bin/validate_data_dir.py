@@ -12,16 +12,20 @@ import argparse
 import sys
 from typing import List, Optional
 
-from espnet_slam_aac.data import validate_data_dir
+from espnet_slam_aac.data.check import validate_data_dir
 from espnet_slam_aac.errors import SlamAACError
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir", help="the data dir to check")
-    parser.add_argument("--audio", choices=["none", "exists", "header", "decode"], default="header",
-                        help="how far to check the audio files: not at all, that they exist, that their "
-                             "headers are readable and match utt2num_samples (default), or decode them fully")
+    parser.add_argument(
+        "--audio",
+        choices=["none", "exists", "header", "decode"],
+        default="header",
+        help="how far to check the audio files: not at all, that they exist, that their "
+        "headers are readable and match utt2num_samples (default), or decode them fully",
+    )
     parser.add_argument("--num_workers", type=int, default=8, help="threads that read audio files")
     return parser
 

@@ -31,7 +31,8 @@ from espnet2.train.preprocessor import AbsPreprocessor
 from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str2bool
 
-from espnet_slam_aac.decoder import (
+from espnet_slam_aac.errors import ConfigError, DataError
+from espnet_slam_aac.model.decoder import (
     DEFAULT_LLM,
     DEFAULT_PROMPT,
     DEFAULT_TEMPLATE,
@@ -39,11 +40,10 @@ from espnet_slam_aac.decoder import (
     LLMDecoder,
     load_tokenizer,
 )
-from espnet_slam_aac.encoder import EATEncoder
-from espnet_slam_aac.errors import ConfigError, DataError
-from espnet_slam_aac.frontend import EATFbank
-from espnet_slam_aac.model import SlamAAC, cast_frozen
-from espnet_slam_aac.projector import AbsProjector, LinearProjector
+from espnet_slam_aac.model.encoder import EATEncoder
+from espnet_slam_aac.model.frontend import EATFbank
+from espnet_slam_aac.model.projector import AbsProjector, LinearProjector
+from espnet_slam_aac.model.slam_aac import SlamAAC, cast_frozen
 
 FROZEN_DTYPES = ("auto", "float32", "bfloat16", "float16")
 

@@ -55,8 +55,10 @@ def write_manifest(corpus: str, subset: str, dataset, out: Path) -> List[str]:
         for row, (path, caps) in enumerate(zip(paths, captions)):
             if not os.path.isfile(path):
                 if corpus == "clotho":  # Clotho downloads whole: a missing file is a broken download
-                    raise SystemExit(f"aac_datasets_manifest.py: {path} is missing; download Clotho again "
-                                     f"(--download, after removing the incomplete folder)")
+                    raise SystemExit(
+                        f"aac_datasets_manifest.py: {path} is missing; download Clotho again "
+                        f"(--download, after removing the incomplete folder)"
+                    )
                 missing.append("\t".join([str(row)] + [str(extra[k][row]) for k in extra]))
                 continue
             for n, caption in enumerate(caps, 1):
@@ -67,8 +69,9 @@ def write_manifest(corpus: str, subset: str, dataset, out: Path) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="aac_datasets_manifest.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="aac_datasets_manifest.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("corpus", choices=sorted(SUBSETS))
     parser.add_argument("subset")
     parser.add_argument("out", type=Path, help="the jsonl manifest to write")
@@ -83,8 +86,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     report = args.out.with_name(args.out.stem + ".missing.tsv")
     if missing:
         report.write_text("\n".join(["row\tyoutube_id\tstart_time"] + missing) + "\n", encoding="utf-8")
-        print(f"{args.corpus} {args.subset}: {len(missing)} of {total} clips are not on disk (could not be "
-              f"fetched); left out, listed in {report}", file=sys.stderr)
+        print(
+            f"{args.corpus} {args.subset}: {len(missing)} of {total} clips are not on disk (could not be "
+            f"fetched); left out, listed in {report}",
+            file=sys.stderr,
+        )
     elif report.exists():
         report.unlink()
     print(f"{args.out}: {total - len(missing)} clips of {args.corpus} {args.subset}")

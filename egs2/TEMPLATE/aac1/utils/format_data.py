@@ -8,7 +8,7 @@ every clip (``frontend_conf.fs``: EAT's 16 kHz): clips at another rate are resam
 front end's own resampler (``transforms`` = what SLAM-AAC's loader uses), and stored as 24-bit FLAC in
 OUT_DIR/audio/ (one file per clip, shared by the clip's utterances). Clips at 16 kHz keep their file.
 Channels are kept (the front end picks one). Several IN_DIRs are combined into OUT_DIR (for the
-pre-training set); their utterance keys must differ. OUT_DIR is written with espnet_slam_aac.data (sorted,
+pre-training set); their utterance keys must differ. OUT_DIR is written with espnet_slam_aac.data.datadir (sorted,
 atomic), so it holds text_spk1..N when the inputs do (evaluation sets).
 """
 
@@ -21,18 +21,20 @@ from typing import List, Optional, Tuple
 
 import soundfile
 
-from espnet_slam_aac.data import Utterance, read_data_dir, write_data_dir
+from espnet_slam_aac.data.datadir import read_data_dir, write_data_dir
+from espnet_slam_aac.data.records import Utterance
 from espnet_slam_aac.errors import SlamAACError
 
 AUDIO_DIR = "audio"
-FS = 16000  # espnet_slam_aac.frontend.SAMPLE_RATE (not imported here: it pulls in torch)
+FS = 16000  # espnet_slam_aac.model.frontend.SAMPLE_RATE (not imported here: it pulls in torch)
 
 
 def resample_clip(job: Tuple[str, str, str]) -> int:
     """Resample one clip to 16 kHz and write it as FLAC; returns its number of samples."""
     import torch
 
-    from espnet_slam_aac.frontend import SAMPLE_RATE, load_audio, resample
+    from espnet_slam_aac.data.audio import SAMPLE_RATE, load_audio
+    from espnet_slam_aac.data.resample import resample
 
     assert SAMPLE_RATE == FS
     source, target, resampler = job
@@ -45,8 +47,9 @@ def resample_clip(job: Tuple[str, str, str]) -> int:
     return out.shape[0]
 
 
-def format_dirs(in_dirs: List[Path], out_dir: Path, resampler: str = "transforms",
-                num_workers: int = 4) -> Tuple[int, int]:
+def format_dirs(
+    in_dirs: List[Path], out_dir: Path, resampler: str = "transforms", num_workers: int = 4
+) -> Tuple[int, int]:
     """Returns (utterances written, clips resampled)."""
     utterances = [u for d in in_dirs for u in read_data_dir(d)]
     references = any((d / "text_spk1").is_file() for d in in_dirs)
@@ -69,8 +72,9 @@ def format_dirs(in_dirs: List[Path], out_dir: Path, resampler: str = "transforms
         if final_audio_dir.is_dir():  # a previous run's files: reuse the complete ones
             for p in final_audio_dir.glob("*.flac"):
                 p.replace(audio_dir / p.name)
-        jobs = [(src, str(audio_dir / name), resampler) for src, name in targets.items()
-                if not (audio_dir / name).is_file()]
+        jobs = [
+            (src, str(audio_dir / name), resampler) for src, name in targets.items() if not (audio_dir / name).is_file()
+        ]
         with ProcessPoolExecutor(max(1, num_workers)) as pool:
             for (src, _, _), n in zip(jobs, pool.map(resample_clip, jobs, chunksize=8)):
                 samples[src] = n
@@ -90,8 +94,9 @@ def format_dirs(in_dirs: List[Path], out_dir: Path, resampler: str = "transforms
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="format_data.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="format_data.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dirs", type=Path, nargs="+", help="IN_DIR [IN_DIR...] OUT_DIR")
     parser.add_argument("--resampler", choices=["transforms", "functional"], default="transforms")
     parser.add_argument("--num_workers", type=int, default=4)

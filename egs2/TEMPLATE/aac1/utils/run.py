@@ -130,7 +130,10 @@ def run_local(args, var: str, first: int, last: int, log: str, command: str) -> 
             handle.write(f"# {job_command}\n# Started at {now()}\n#\n")
             handle.flush()
             proc = subprocess.Popen(
-                ["bash", "-c", job_command], stdout=handle, stderr=subprocess.STDOUT, env=env,
+                ["bash", "-c", job_command],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=env,
                 start_new_session=True,
             )
             running[index] = (proc, handle, time.time())
@@ -200,8 +203,9 @@ def run_slurm(args, var: str, first: int, last: int, log: str, words: List[str])
     failed = [i for i in range(first, last + 1) if not ended_ok(Path(substitute(log, var, i)))]
     if code != 0 or failed:
         logs = ", ".join(substitute(log, var, i) for i in failed[:5]) or str(queue_dir)
-        print(f"run.py: slurm job failed (sbatch exit {code}; {len(failed)} jobs unfinished); see {logs}",
-              file=sys.stderr)
+        print(
+            f"run.py: slurm job failed (sbatch exit {code}; {len(failed)} jobs unfinished); see {logs}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -25,7 +25,7 @@ def split(keys_file: Path, n: int, out_dir: Path) -> List[Path]:
     for i in range(n):
         size = len(lines) // n + (1 if i < len(lines) % n else 0)
         path = out_dir / f"keys.{i + 1}.scp"
-        path.write_text("".join(line + "\n" for line in lines[start:start + size]), encoding="utf-8")
+        path.write_text("".join(line + "\n" for line in lines[start : start + size]), encoding="utf-8")
         start += size
         out.append(path)
     return out

@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from espnet_slam_aac.inference import load_model
+from espnet_slam_aac.inference.speech2caption import load_model
 
 
 def main() -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from espnet_slam_aac.clap_tiny import build_tiny_clap
-from espnet_slam_aac.eat_checkpoint import save_hf_checkpoint
-from espnet_slam_aac.encoder import EATConfig, EATModel
-from espnet_slam_aac.toy import build_tiny_llm
+from espnet_slam_aac.model.eat import EATConfig, EATModel
+from espnet_slam_aac.model.eat_checkpoint import save_hf_checkpoint
+from espnet_slam_aac.testing.tiny_clap import build_tiny_clap
+from espnet_slam_aac.testing.tiny_llm import build_tiny_llm
 
 
 def warm_up_llm(folder: Path, captions, steps: int, seed: int) -> None:

@@ -4,7 +4,7 @@
 Three jsonl manifests in the reference format (``key``, ``source``, ``target``) under OUT_DIR:
 ``train.jsonl`` (``--train_captions`` captions per clip, one line each), ``valid.jsonl`` and ``test.jsonl``
 (``--eval_captions`` references per clip), and ``paraphrases.jsonl``: for each training caption, the
-other wordings of the same clip that ``espnet_slam_aac.synth`` knows, in the user-jsonl format of
+other wordings of the same clip that ``espnet_slam_aac.testing.synth`` knows, in the user-jsonl format of
 ``espnet-slam-aac paraphrase`` (``{"text": caption, "paraphrases": [...]}``). Deterministic given the seeds.
 """
 
@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from espnet_slam_aac import synth
+from espnet_slam_aac.testing import synth
 
 
 def main() -> None:
@@ -32,7 +32,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     # One corpus per split, each with its own seed and key prefix, so the splits share no clip.
     full = synth.write_corpus(
-        out / "train", args.n_train, args.train_captions + args.n_paraphrases, seed=1, seconds=args.seconds,
+        out / "train",
+        args.n_train,
+        args.train_captions + args.n_paraphrases,
+        seed=1,
+        seconds=args.seconds,
         prefix="train",
     )
     for name, n, seed in (("valid", args.n_valid, 2), ("test", args.n_test, 3)):
@@ -44,9 +48,10 @@ def main() -> None:
     for line in full.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         by_clip[record["source"]].append(record)
-    with open(out / "train.jsonl", "w", encoding="utf-8") as train, open(
-        out / "paraphrases.jsonl", "w", encoding="utf-8"
-    ) as para:
+    with (
+        open(out / "train.jsonl", "w", encoding="utf-8") as train,
+        open(out / "paraphrases.jsonl", "w", encoding="utf-8") as para,
+    ):
         for records in by_clip.values():
             kept, extra = records[: args.train_captions], records[args.train_captions :]
             for record in kept:

@@ -1,0 +1,190 @@
+"""CLAP-Refine over a decoded set: candidates.jsonl + data dir -> ``text`` (chosen captions) + ``scores.jsonl``.
+
+Inputs: ``candidates.jsonl`` as the n-best decoder writes it, one line per clip::
+
+    {"key": "clip1", "candidates": [{"text": "...", "beam_size": 2, "logprob": -7.1, "length": 9}, ...]}
+
+and the data dir whose ``wav.scp`` maps those keys to audio files (read with ``frontend.load_audio``).
+Outputs in ``out_dir``, sorted by key: ``text`` (``key caption``, the chosen candidate), ``scores.jsonl``
+(per clip: ``key``, ``best`` (index into its candidates), ``text``, and every candidate with its
+``similarity``, ``lm_score`` (logprob / length) and ``combined``), and ``refine.yaml`` (the settings used).
+Captions are written to ``text`` with each run of whitespace as one space, as data dirs hold them.
+Selection is ``clap.rescore``: cosine similarity, plus ``lm_weight`` x mean token log-probability if set;
+ties go to the first candidate.
+"""
+
+import dataclasses
+import json
+import logging
+import typing
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import yaml
+
+from espnet_slam_aac.data.datadir import read_wav_scp
+from espnet_slam_aac.errors import AudioError, ConfigError, DataError
+from espnet_slam_aac.utils.config import resolve_beside
+
+logger = logging.getLogger(__name__)
+
+
+# settings that name files: taken relative to the YAML's folder where they exist there
+PATH_KEYS = ("clap", "clap_config", "tokenizer")
+
+
+@dataclass
+class RefineConfig:
+    """CLAP-Refine settings: the keys of ``conf/refine.yaml`` and the flags of ``clap-refine``."""
+
+    clap: Optional[str] = None  # ASE folder / best_model.pt, LAION .pt, ClapModel folder or hub id
+    clap_config: Optional[str] = None  # the ASE's clap_config.yaml when not beside best_model.pt
+    tokenizer: Optional[str] = None  # default: tokenizer files beside the checkpoint, else roberta-base
+    trusted_pickle: bool = False  # allow .pt files holding arbitrary Python objects (runs their code)
+    lm_weight: float = 0.0  # 0: the reference rule (CLAP similarity alone)
+    device: str = "cpu"
+    batch_size: int = 16  # clips per audio-tower call (same-length clips only)
+    text_batch_size: int = 256
+    clips_per_step: int = 64  # clips read and embedded together
+    num_workers: int = 4  # threads reading audio files
+    max_seconds: float = 10.0  # audio used per clip (the reference: the first 10 s)
+    whole_clip: bool = False  # average over consecutive max_seconds windows instead
+    channel: str = "first"  # first (the reference: channel 0) | mean
+    short_clip: str = "error"  # clips under 0.1 s: error | silence (the reference's substitute)
+    max_text_tokens: Optional[int] = None  # default 30 (ASE) / 77 (LAION)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = next((t for t in (bool, int, float, str) if t is f.type or t in typing.get_args(f.type)), str)
+            if value is None and (f.type is not kind):  # Optional
+                continue
+            if kind is bool and not isinstance(value, bool):
+                raise ConfigError(f"refine setting {f.name}: expected true or false, got {value!r}")
+            try:
+                setattr(self, f.name, kind(value) if kind is not bool else value)
+            except (TypeError, ValueError) as e:
+                what = {int: "an integer", float: "a number"}.get(kind, "a string")
+                raise ConfigError(f"refine setting {f.name}: expected {what}, got {value!r}") from e
+
+    @classmethod
+    def from_yaml(cls, path: Path, **overrides) -> "RefineConfig":
+        values = {}
+        if path:
+            with open(path, encoding="utf-8") as f:
+                values = yaml.safe_load(f) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: not a YAML mapping")
+            values = {k: resolve_beside(Path(path).parent, v) if k in PATH_KEYS else v for k, v in values.items()}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{path or 'refine settings'}: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def clap_options(self) -> dict:
+        opts = dataclasses.asdict(self)
+        for key in ("clap", "clap_config", "lm_weight", "clips_per_step", "num_workers"):
+            opts.pop(key)
+        opts["config"] = self.clap_config
+        return opts
+
+
+def read_candidates(path: Path) -> List[Tuple[str, List[dict]]]:
+    """candidates.jsonl -> [(key, candidates)] in file order; DataError naming file, line and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such candidates file")
+    out, seen = [], {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not a JSON object ({e})") from e
+            key = rec.get("key") if isinstance(rec, dict) else None
+            if not isinstance(key, str) or not key:
+                raise DataError(f"{where}: needs a string 'key'")
+            cands = rec.get("candidates")
+            if not isinstance(cands, list) or not cands:
+                raise DataError(f"{where}: key {key!r}: 'candidates' must be a non-empty list")
+            for i, c in enumerate(cands):
+                if not isinstance(c, dict) or not isinstance(c.get("text"), str):
+                    raise DataError(f"{where}: key {key!r}: candidate {i} needs a string 'text'")
+            if key in seen:
+                raise DataError(f"{where}: duplicate key {key!r} (also on line {seen[key]})")
+            seen[key] = lineno
+            out.append((key, cands))
+    return out
+
+
+def refine(clap, clips: List[Tuple[str, List[dict]]], wav_scp: Dict[str, str], config: RefineConfig) -> List[dict]:
+    """Score every clip's candidates; one record per clip (``scores.jsonl`` lines), sorted by key."""
+    from espnet_slam_aac.clap.model import rescore
+    from espnet_slam_aac.data.audio import load_audio
+
+    missing = [key for key, _ in clips if key not in wav_scp]
+    if missing:
+        raise DataError(f"{len(missing)} candidate key(s) are not in wav.scp, e.g. {missing[:5]}")
+    clips = sorted(clips, key=lambda kc: kc[0])
+    records = []
+    with ThreadPoolExecutor(max(1, config.num_workers)) as pool:
+        for start in range(0, len(clips), config.clips_per_step):
+            step = clips[start : start + config.clips_per_step]
+            audio = list(pool.map(load_audio, [wav_scp[key] for key, _ in step]))
+            try:
+                audio_emb = clap.audio_embeddings(audio)
+            except AudioError:  # find the clip to name
+                for (key, _), clip in zip(step, audio):
+                    try:
+                        clap.audio_embeddings([clip])
+                    except AudioError as e:
+                        raise AudioError(f"key {key!r} ({wav_scp[key]}): {e}") from e
+                raise
+            texts = [c["text"] for _, cands in step for c in cands]
+            text_emb = clap.text_embeddings(texts)
+            offset = 0
+            for (key, cands), a in zip(step, audio_emb):
+                try:
+                    best, scores = rescore(cands, a, text_emb[offset : offset + len(cands)], config.lm_weight)
+                except ValueError as e:
+                    raise DataError(f"key {key!r}: {e}") from e
+                offset += len(cands)
+                scored = [{**c, **dataclasses.asdict(s)} for c, s in zip(cands, scores)]
+                records.append({"key": key, "best": best, "text": cands[best]["text"], "candidates": scored})
+            logger.info("CLAP-Refine: %d / %d clips", len(records), len(clips))
+    return records
+
+
+def write_outputs(out_dir: Path, records: List[dict], config: RefineConfig) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "text", "w", encoding="utf-8") as f:
+        for rec in records:
+            caption = " ".join(rec["text"].split())
+            f.write(f"{rec['key']} {caption}\n" if caption else f"{rec['key']}\n")
+    with open(out_dir / "scores.jsonl", "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps({**rec, "lm_weight": config.lm_weight}, ensure_ascii=False) + "\n")
+    with open(out_dir / "refine.yaml", "w", encoding="utf-8") as f:
+        yaml.safe_dump(dataclasses.asdict(config), f, sort_keys=False)
+
+
+def run(config: RefineConfig, candidates: Path, data_dir: Path, out_dir: Path) -> List[dict]:
+    """Load the CLAP named by ``config.clap``, refine every clip of ``candidates``, write ``out_dir``."""
+    from espnet_slam_aac.clap.model import load_clap
+
+    if not config.clap:
+        raise ConfigError("no CLAP given: set 'clap:' in the refine YAML or pass --clap")
+    clips = read_candidates(candidates)
+    wav_scp = dict(read_wav_scp(Path(data_dir) / "wav.scp"))
+    clap = load_clap(config.clap, **config.clap_options())
+    records = refine(clap, clips, wav_scp, config)
+    write_outputs(out_dir, records, config)
+    return records

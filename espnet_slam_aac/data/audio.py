@@ -1,0 +1,137 @@
+"""Audio files as the package reads them: header probes, full decodes, and the minimum length.
+
+25 ms frame). Corrupt data behind a valid header (e.g. a truncated FLAC) and digital silence are found
+only by ``decode_audio=True``, which decodes every file (costs a full read of the corpus). A truncated
+WAV needs neither: libsndfile reports the samples actually present, and it is taken as that shorter clip.
+"""
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Sequence, Tuple, TypeVar, Union
+
+import numpy as np
+import soundfile
+
+from espnet_slam_aac.data.records import PathLike
+from espnet_slam_aac.errors import AudioError, ConfigError
+
+SAMPLE_RATE = 16000  # EAT's rate; every clip is resampled to it
+FRAME_LENGTH = 400  # samples at 16 kHz (25 ms); a clip shorter than this has no frame
+FRAME_SHIFT = 160  # samples at 16 kHz (10 ms)
+CHANNELS = ("first", "mean")
+Wave = TypeVar("Wave")  # a numpy array or a torch tensor
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    num_samples: int  # per channel
+    sample_rate: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+
+def probe_audio(path: PathLike, decode: bool = False) -> AudioInfo:
+    """Header facts of an audio file; AudioError if it is missing, unreadable, empty or under one frame.
+
+    ``decode=True`` also decodes all of it, to find corrupt or truncated data and digital silence.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise AudioError(f"audio file not found: {path}")
+    if not os.path.isfile(path):
+        raise AudioError(f"audio path is not a file: {path}")
+    try:
+        info = soundfile.info(path)
+    except (RuntimeError, OSError) as e:  # soundfile.LibsndfileError is a RuntimeError
+        raise AudioError(f"unreadable audio file {path}: {e}") from None
+    n, rate = int(info.frames), int(info.samplerate)
+    if n <= 0:
+        raise AudioError(f"empty audio (0 samples): {path}")
+    check_duration(n, rate, path)
+    if decode:
+        _decode_all(path, n)
+    return AudioInfo(n, rate, int(info.channels))
+
+
+def _decode_all(path: str, expected: int) -> None:
+    decoded, peak = 0, 0.0
+    try:
+        with soundfile.SoundFile(path) as f:
+            for block in f.blocks(blocksize=1 << 16, dtype="float32"):
+                decoded += len(block)
+                peak = max(peak, float(np.abs(block).max(initial=0.0)))
+    except (RuntimeError, OSError) as e:
+        raise AudioError(f"corrupt audio data in {path} (decoding failed after {decoded} samples: {e})") from None
+    if decoded != expected:
+        raise AudioError(f"truncated audio {path}: header says {expected} samples, decoded {decoded}")
+    if peak == 0.0:
+        raise AudioError(f"digital silence (every sample is 0): {path}")
+
+
+def probe_many(paths: Sequence[str], decode: bool, num_workers: int) -> Dict[str, Union[AudioInfo, AudioError]]:
+    def probe(path: str) -> Union[AudioInfo, AudioError]:
+        try:
+            return probe_audio(path, decode)
+        except AudioError as e:
+            return e
+
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:  # libsndfile calls release the GIL
+        return dict(zip(paths, pool.map(probe, paths)))
+
+
+def load_audio(path: Union[str, Path]) -> Tuple[np.ndarray, int]:
+    """Read an audio file: float32 samples in [-1, 1], shape ``(samples, channels)``, and its sample rate.
+
+    Raises ``AudioError`` naming the file when it is missing, unreadable, empty, not finite, or shorter than one
+    25 ms fbank frame.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as e:
+        raise AudioError(f"cannot read audio file {path}: {e}") from e
+    if wave.size == 0:
+        raise AudioError(f"audio file {path} is empty (0 samples)")
+    if not np.isfinite(wave).all():
+        raise AudioError(f"audio file {path} holds NaN or infinite samples")
+    check_duration(wave.shape[0], rate, str(path))
+    return wave, rate
+
+
+def resampled_length(num_samples: int, sample_rate: int) -> int:
+    """Number of samples after resampling to 16 kHz (torchaudio's rule)."""
+    return num_samples if sample_rate == SAMPLE_RATE else math.ceil(SAMPLE_RATE * num_samples / sample_rate)
+
+
+def num_frames(num_samples_16k: int) -> int:
+    """Number of Kaldi fbank frames of a 16 kHz waveform (``snip_edges``): 998 for 10 s."""
+    return 0 if num_samples_16k < FRAME_LENGTH else 1 + (num_samples_16k - FRAME_LENGTH) // FRAME_SHIFT
+
+
+def check_duration(num_samples: int, sample_rate: int, what: str) -> None:
+    """Raise ``AudioError`` naming ``what`` when the audio gives no fbank frame."""
+    if num_frames(resampled_length(num_samples, sample_rate)) == 0:
+        raise AudioError(
+            f"{what} is too short: audio shorter than one 25 ms frame ({num_samples} samples at {sample_rate} Hz); "
+            "EAT's fbank needs at least one frame"
+        )
+
+
+def select_channel(wave: Wave, channel: str = "first") -> Wave:
+    """``(samples,)`` or ``(samples, channels)`` -> ``(samples,)``: channel 0 (``"first"``, SLAM-AAC's choice)
+    or the mean; numpy arrays and torch tensors alike."""
+    if channel not in CHANNELS:
+        raise ConfigError(f"channel must be one of {CHANNELS}, got {channel!r}")
+    if wave.ndim == 1:
+        return wave
+    if wave.ndim != 2:
+        raise AudioError(f"expected a waveform of shape (samples,) or (samples, channels), got {tuple(wave.shape)}")
+    return wave[:, 0] if channel == "first" else wave.mean(1)

@@ -1,0 +1,68 @@
+"""The command-line options every captioning command shares (``decode``, ``caption``): the model, and the
+decoding options of ``DecodingOptions`` as flags over a decode YAML."""
+
+import argparse
+import dataclasses
+
+from espnet_slam_aac.errors import ConfigError
+from espnet_slam_aac.inference.decoding import DecodingOptions
+from espnet_slam_aac.inference.speech2caption import Speech2Caption
+
+DECODING_HELP = {
+    "beam_sizes": "beam sizes whose top hypotheses are the candidates: 4, 2..8 or 2,4,8",
+    "nbest": "hypotheses kept per beam size",
+    "text_beam_size": "beam size whose top-1 is the 1-best text",
+    "max_new_tokens": "longest caption, in tokens",
+    "min_new_tokens": "shortest caption, in tokens (EOS forbidden before)",
+    "length_penalty": "finished score = sum log p / length ** length_penalty",
+    "repetition_penalty": "transformers' repetition penalty over the generated tokens",
+    "early_stopping": "true, false (transformers' heuristic) or never",
+    "schedule": "combined (all beam sizes in one search) or sequential (less memory)",
+}
+
+
+def _early_stopping(value: str):
+    table = {"true": True, "false": False, "never": "never"}
+    if value.lower() not in table:
+        raise argparse.ArgumentTypeError(f"expected true, false or never, got {value!r}")
+    return table[value.lower()]
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, device: str, dtype: str) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="packed model folder, experiment dir, or Hugging Face Hub id")
+    group.add_argument("--train_config", help="the model's config.yaml (instead of --model)")
+    group.add_argument("--model_file", help="the model's weights (.safetensors or ESPnet .pth)")
+    group.add_argument("--device", default=device, help=f"cpu, cuda, cuda:N or auto [{device}]")
+    group.add_argument("--dtype", default=dtype, help=f"float32, bfloat16, float16 or auto (bf16 on GPU) [{dtype}]")
+    group.add_argument("--batch_size", type=int, default=8, help="clips per forward pass [8]")
+    group.add_argument("--decode_config", help="decode YAML (conf/decode.yaml); the flags below override it")
+    group = parser.add_argument_group("decoding options (decode YAML keys; defaults in brackets)")
+    defaults = DecodingOptions()
+    types = {f.name: type(getattr(defaults, f.name)) for f in dataclasses.fields(DecodingOptions)}
+    types.update(beam_sizes=str, text_beam_size=int, early_stopping=_early_stopping)
+    for name, help_ in DECODING_HELP.items():
+        default = getattr(defaults, name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = "4 if decoded, else the first" if name == "text_beam_size" else shown
+        flags = [f"--{name}", "--beams"] if name == "beam_sizes" else [f"--{name}"]
+        group.add_argument(*flags, dest=name, type=types[name], default=None, help=f"{help_} [{shown}]")
+
+
+def build_speech2caption(args: argparse.Namespace, **extra):
+    decoding = {name: getattr(args, name) for name in DECODING_HELP}
+    common = dict(
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        decode_config=args.decode_config,
+        **decoding,
+        **extra,
+    )
+    if args.model and args.train_config:
+        raise ConfigError("give either --model or --train_config (with --model_file), not both")
+    if args.model:
+        return Speech2Caption.from_pretrained(args.model, model_file=args.model_file, **common)
+    if not args.train_config:
+        raise ConfigError("no model: pass --model DIR_OR_HUB_ID, or --train_config and --model_file")
+    return Speech2Caption(args.train_config, args.model_file, **common)

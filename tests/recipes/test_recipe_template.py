@@ -1,0 +1,102 @@
+"""aac.sh itself, run as a user runs it: decoding in jobs that resume, scoring, the skipping of complete
+stages, and its option errors. The model is a tiny packed one (--download_model), the data synthesized."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from espnet_slam_aac.data.manifest import prepare_data_dir
+from espnet_slam_aac.testing import synth
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, tiny_eat, tiny_llm) -> Path:
+    """A recipe dir (links into the real TEMPLATE) with a 4-clip evaluation set and a tiny packed model."""
+    from espnet_slam_aac.packaging.pack import pack
+    from espnet_slam_aac.testing.tiny_model import make_experiment
+
+    root = tmp_path_factory.mktemp("template")
+    exp = make_experiment(root / "model", tiny_eat, tiny_llm)
+    pack(exp / "config.yaml", exp / "valid.loss.best.pth", root / "tiny" / "packed", resolve_revisions=False)
+    recipe = root / "egs2" / "toy" / "aac1"
+    (recipe / "conf").mkdir(parents=True)
+    for name in ("aac.sh", "utils", "path.sh", "cmd.sh"):
+        (recipe / name).symlink_to(REPO / "egs2" / "TEMPLATE" / "aac1" / name)
+    (recipe / "conf" / "decode.yaml").write_text("beam_sizes: [1, 2]\ntext_beam_size: 2\nmax_new_tokens: 4\n")
+    manifest = synth.write_corpus(root / "corpus", n_clips=4, captions_per_clip=2, seed=5)
+    prepare_data_dir(manifest, recipe / "data" / "test", references=True)
+    return recipe
+
+
+def aac(recipe: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["./aac.sh", *map(str, args)],
+        cwd=recipe,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def common(recipe: Path):
+    return [
+        "--download_model",
+        recipe.parents[2] / "tiny" / "packed",
+        "--test_sets",
+        "test",
+        "--skip_refine",
+        "true",
+        "--ngpu",
+        "0",
+        "--gpu_inference",
+        "false",
+        "--inference_nj",
+        "2",
+        "--decode_config",
+        "conf/decode.yaml",
+    ]
+
+
+def test_decoding_runs_in_jobs_resumes_the_missing_ones_and_scores(recipe):
+    done = aac(recipe, "--stage", "3", "--stop_stage", "8", *common(recipe))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    decoded = recipe / "exp/download_tiny_packed/decode_decode_packed/test"
+    assert len((decoded / "text").read_text().splitlines()) == 4
+    assert (decoded / "beam1/text").is_file() and (decoded / "candidates.jsonl").is_file()
+    first = {i: (decoded / f"logdir/output.{i}/text").stat().st_mtime_ns for i in (1, 2)}
+
+    # An interrupted decode: job 2's output and the set's marker are gone. The rerun decodes job 2 only.
+    shutil.rmtree(decoded / "logdir/output.2")
+    (decoded / ".done").unlink()
+    again = aac(recipe, "--stage", "8", "--stop_stage", "8", *common(recipe))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (decoded / "logdir/output.1/text").stat().st_mtime_ns == first[1]
+    assert (decoded / "logdir/output.2/text").is_file()
+    job1 = (decoded / "logdir/decode.1.log").read_text().splitlines()
+    assert len(job1) == 5 and job1[-1].startswith("# Ended (code 0)")  # the command line, no decoding output
+    assert len((decoded / "text").read_text().splitlines()) == 4
+
+    # A complete stage is skipped.
+    skipped = aac(recipe, "--stage", "8", "--stop_stage", "8", *common(recipe))
+    assert "Stage 8: exp/download_tiny_packed/decode_decode_packed/test is complete: skipped" in skipped.stdout
+
+    scored = aac(
+        recipe, "--stage", "10", "--stop_stage", "10", *common(recipe), "--score_args", "--metrics bleu_1 cider_d"
+    )
+    assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
+    results = (recipe / "exp/download_tiny_packed/RESULTS.md").read_text()
+    assert "|1best|" in results and "|beam1|" in results and "|beam2|" in results
+
+
+def test_options_are_checked_before_anything_runs(recipe):
+    wrong = aac(recipe, "--stage", "8", "--no_such_option", "1")
+    assert wrong.returncode != 0 and "unknown option --no_such_option" in wrong.stderr
+    missing = aac(recipe, "--stage", "8", "--test_sets", "test")
+    assert missing.returncode != 0 and "--train_set is required" in missing.stderr
+    help_ = aac(recipe, "--help")
+    assert help_.returncode == 0 and "Stages (fixed numbers):" in help_.stdout and "--inference_nj" in help_.stdout
