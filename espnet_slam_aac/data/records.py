@@ -9,7 +9,9 @@
   are kept on the record (``ManifestLine.extra``) and not written to the data dir.
 - Blank lines are skipped; a UTF-8 byte-order mark at the start of the file is ignored.
 - ``key`` must be a Kaldi token: printable ASCII without whitespace (bytes 0x21-0x7e, what Kaldi's
-  ``IsToken`` accepts in the C locale), unique in the manifest.
+  ``IsToken`` accepts in the C locale), unique in the manifest. A key is also a file name (stage 3 writes
+  ``<key>.flac``), so it holds no ``/``, does not start with ``.`` (no ``.``, ``..`` or hidden files) and
+  has at most ``MAX_KEY_LENGTH`` characters (file names are limited to 255 bytes).
 - ``source``: a relative path is taken relative to ``audio_root`` (default: the manifest's folder);
   ``wav.scp`` holds absolute paths (symlinks are kept, not resolved).
 - ``target``: every run of whitespace (spaces, tabs, newlines, ...) becomes one space and the ends are
@@ -30,24 +32,40 @@ PathLike = Union[str, os.PathLike]
 REQUIRED_FIELDS = ("key", "source", "target")
 DROPPED_FILE = "dropped.tsv"
 MAX_LISTED = 20  # problems listed in one error message
+MAX_KEY_LENGTH = 200  # a key is a file name (<key>.flac and its temporary sibling) under the 255-byte limit
+KEY_FILE_RULE = f"keys are file names: no '/', no leading '.', at most {MAX_KEY_LENGTH} characters"
 _KEY = re.compile(r"[\x21-\x7e]+")  # Kaldi's IsToken in the C locale
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
 
 
 def key_problem(key: Any) -> Optional[str]:
-    """Why ``key`` cannot be a Kaldi utterance id, or None."""
+    """Why ``key`` cannot be a Kaldi utterance id that is also a safe file name, or None."""
     if not isinstance(key, str):
         return f"key must be a string, got {type(key).__name__} {key!r}"
-    if _KEY.fullmatch(key):
-        return None
     if not key:
         return "key is empty"
-    for ch in key:
-        if ch.isspace():
-            return f"key {key!r} contains whitespace (Kaldi keys are single tokens); replace it, e.g. with '_'"
-        if not "\x21" <= ch <= "\x7e":
-            return f"key {key!r} contains U+{ord(ch):04X}; Kaldi keys must be printable ASCII"
+    if not _KEY.fullmatch(key):
+        for ch in key:
+            if ch.isspace():
+                return f"key {key!r} contains whitespace (Kaldi keys are single tokens); replace it, e.g. with '_'"
+            if not "\x21" <= ch <= "\x7e":
+                return f"key {key!r} contains U+{ord(ch):04X}; Kaldi keys must be printable ASCII"
+    if "/" in key:
+        return f"key {key!r} contains '/' ({KEY_FILE_RULE}); replace it, e.g. with '_'"
+    if key.startswith("."):
+        return f"key {key!r} starts with '.' ({KEY_FILE_RULE}); rename it, e.g. with a prefix"
+    if len(key) > MAX_KEY_LENGTH:
+        return f"key {key[:40]!r}... has {len(key)} characters ({KEY_FILE_RULE}); shorten it"
     return None
+
+
+def key_file_name(key: str, suffix: str) -> str:
+    """The file name ``<key><suffix>`` of an utterance's own file; every place that names a file after a key
+    goes through here, so that no key can name a path outside its folder."""
+    problem = key_problem(key)
+    if problem:
+        raise DataError(f"cannot name a file after key {key!r}: {problem}")
+    return f"{key}{suffix}"
 
 
 def normalize_caption(text: str) -> str:

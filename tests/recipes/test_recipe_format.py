@@ -74,6 +74,21 @@ def test_format_refuses_overlapping_keys(tmp_path, audio_files):
     assert done.returncode == 1 and "duplicate utterance key 'a_1'" in done.stderr
 
 
+def test_format_refuses_a_data_dir_key_that_would_name_a_file_outside_the_dump_dir(tmp_path, audio_files):
+    # A hand-written data dir (not made by prepare-data) whose key holds "../": the clip needs resampling, so
+    # format_data.py would write <key>.flac. It stops at reading, names the file, line and rule, writes nothing.
+    data = tmp_path / "data/bad"
+    data.mkdir(parents=True)
+    key, clip = "../../escaped", audio_files["3s_44k_stereo"]
+    for name, value in [("wav.scp", clip), ("text", "a caption"), ("utt2num_samples", 132300), ("utt2dur", 3.0)]:
+        (data / name).write_text(f"{key} {value}\n")
+    done = run_format(data, tmp_path / "dump/raw/bad")
+    assert done.returncode == 1
+    assert "wav.scp:1: key '../../escaped' contains '/' (keys are file names" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "dump").exists() and not list(tmp_path.rglob("*.flac"))
+
+
 # ------------------------------------------------------------------ aac-datasets -> jsonl (with a stand-in)
 
 MANIFEST = FORMAT.parent / "aac_datasets_manifest.py"

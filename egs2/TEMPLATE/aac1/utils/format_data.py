@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 import soundfile
 
 from espnet_slam_aac.data.datadir import read_data_dir, write_data_dir
-from espnet_slam_aac.data.records import Utterance
+from espnet_slam_aac.data.records import Utterance, key_file_name
 from espnet_slam_aac.errors import SlamAACError
 
 AUDIO_DIR = "audio"
@@ -41,7 +41,7 @@ def resample_clip(job: Tuple[str, str, str]) -> int:
     torch.set_num_threads(1)
     wave, rate = load_audio(source)  # (samples, channels)
     out = resample(torch.from_numpy(wave.T.copy()), rate, resampler).T.contiguous().numpy()
-    tmp = Path(target).with_suffix(".tmp.flac")
+    tmp = Path(target).with_name(f".{Path(target).name}.tmp")  # hidden: keys never start with "."
     soundfile.write(tmp, out, FS, subtype="PCM_24", format="FLAC")
     tmp.replace(target)
     return out.shape[0]
@@ -65,7 +65,7 @@ def format_dirs(
     targets = {}  # source -> new path, for clips to resample
     for utt in utterances:
         if rates[utt.source] != FS and utt.source not in targets:
-            targets[utt.source] = f"{utt.key}.flac"
+            targets[utt.source] = key_file_name(utt.key, ".flac")
     samples = {}
     if targets:
         audio_dir.mkdir(parents=True, exist_ok=True)
