@@ -120,8 +120,8 @@ def check_duration(num_samples: int, sample_rate: int, what: str) -> None:
     """Raise ``AudioError`` naming ``what`` when the audio gives no fbank frame."""
     if num_frames(resampled_length(num_samples, sample_rate)) == 0:
         raise AudioError(
-            f"{what} is too short: audio shorter than one 25 ms frame ({num_samples} samples at {sample_rate} Hz); "
-            "EAT's fbank needs at least one frame"
+            f"audio shorter than one 25 ms frame ({num_samples} samples at {sample_rate} Hz): {what} is too short "
+            "for EAT's fbank"
         )
 
 
