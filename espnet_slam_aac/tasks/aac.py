@@ -28,7 +28,6 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
 from espnet2.train.collate_fn import CommonCollateFn
 from espnet2.train.preprocessor import AbsPreprocessor
-from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str2bool
 
 from espnet_slam_aac.errors import ConfigError, DataError
@@ -44,6 +43,7 @@ from espnet_slam_aac.model.encoder import EATEncoder
 from espnet_slam_aac.model.frontend import EATFbank
 from espnet_slam_aac.model.projector import AbsProjector, LinearProjector
 from espnet_slam_aac.model.slam_aac import SlamAAC, cast_frozen
+from espnet_slam_aac.tasks.monitor import ProgressTrainer
 
 FROZEN_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -104,7 +104,7 @@ class AACTask(AbsTask):
         model_choices,
     ]
 
-    trainer = Trainer
+    trainer = ProgressTrainer  # ESPnet's, plus a progress line on stderr (tasks/monitor.py)
 
     @classmethod
     def get_parser(cls):
