@@ -45,7 +45,6 @@ def get_parser() -> argparse.ArgumentParser:
         "clap": "CLAP: ASE folder or best_model.pt, LAION .pt, ClapModel folder, or hub id",
         "clap_config": "the ASE's clap_config.yaml, when not beside best_model.pt",
         "tokenizer": "tokenizer folder or hub id [files beside the checkpoint, else roberta-base]",
-        "trusted_pickle": "load .pt files that hold arbitrary Python objects (runs their code; trusted files only)",
         "lm_weight": "weight of the mean token log-probability added to the similarity",
         "device": "torch device",
         "batch_size": "clips per audio-encoder call",
@@ -59,7 +58,6 @@ def get_parser() -> argparse.ArgumentParser:
         "max_text_tokens": "caption tokens kept [30 for SLAM-AAC's CLAP, 77 for LAION]",
     }
     types = {
-        "trusted_pickle": _bool,
         "whole_clip": _bool,
         "lm_weight": float,
         "max_seconds": float,

@@ -92,7 +92,7 @@ def mel_config(config: dict, path: Path) -> MelConfig:
 
 
 def build_ase(
-    checkpoint: Path, ckpt: Optional[dict] = None, config_path: Optional[Path] = None, trusted_pickle: bool = False
+    checkpoint: Path, ckpt: Optional[dict] = None, config_path: Optional[Path] = None
 ) -> Tuple[ASEModel, MelConfig, dict]:
     """Load ``best_model.pt`` (or its already unpickled contents ``ckpt``) with ``clap_config.yaml`` (by
     default beside it) -> (model in eval mode, front end, the YAML as a dict)."""
@@ -112,7 +112,7 @@ def build_ase(
         )
     mel = mel_config(config, config_path)
     if ckpt is None:
-        ckpt = clap_convert.load_pickle(checkpoint, trusted_pickle)
+        ckpt = clap_convert.load_pickle(checkpoint)
     sd, origins = clap_convert.ase_to_hf(ckpt, checkpoint)
     audio_dims = clap_convert.htsat_dims(sd, checkpoint)
     if audio_dims["num_mel_bins"] != mel.n_mels:

@@ -17,15 +17,14 @@ error names the file and the original key. Layouts (metrics_clap.md sections 7.2
 """
 
 import math
-import pickle
 import re
 from pathlib import Path
 from typing import Dict, Mapping, Tuple
 
-import numpy as np
 import torch
 
 from espnet_slam_aac.errors import CheckpointError
+from espnet_slam_aac.utils.checkpoint import load_pickle as safe_load_pickle
 
 StateDict = Dict[str, torch.Tensor]
 Origins = Dict[str, str]  # converted key -> key in the checkpoint file
@@ -54,35 +53,12 @@ TEXT_DROP = re.compile(r"^embeddings\.(position_ids|token_type_ids)$")
 OPTIONAL_TARGET_KEYS = re.compile(
     r"\.relative_position_index$|embeddings\.(position_ids|token_type_ids)$|num_batches_tracked$"
 )
-# numpy scalars and dtypes appear in training checkpoints' metadata; nothing else is unpickled
-# (numpy 1 pickles name numpy.core.*, numpy 2 pickles numpy._core.*)
-_SAFE_GLOBALS = [np.dtype, np.ndarray] + [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
-for _name in ("scalar", "_reconstruct"):
-    _fn = getattr(np._core.multiarray, _name)
-    _SAFE_GLOBALS += [_fn, (_fn, f"numpy.core.multiarray.{_name}")]
 
 
-def load_pickle(path: Path, trusted: bool = False) -> dict:
-    """``torch.load`` a ``.pt`` on CPU; ``weights_only`` unless ``trusted`` (the file may run code then)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        if trusted:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            with torch.serialization.safe_globals(_SAFE_GLOBALS):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        what = f"e.g. {found.group(1)}" if found else type(e).__name__
-        raise CheckpointError(
-            f"{path}: holds Python objects beyond tensors and plain containers ({what}). If you trust the "
-            "file, load it with trusted_pickle=True (--trusted_pickle), or re-save only its weights"
-        ) from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        why = str(e).strip() or type(e).__name__
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or not a .pt?): {why}") from e
+def load_pickle(path: Path) -> dict:
+    """A CLAP ``.pt`` on CPU through the one safe loader (``utils.checkpoint.load_pickle``): nothing in it can
+    run code. A file that needs more than tensors and plain data is refused with how to convert it."""
+    obj = safe_load_pickle(Path(path))
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
     return obj

@@ -279,7 +279,6 @@ def load_clap(
     *,
     config: Optional[str] = None,
     tokenizer: Optional[str] = None,
-    trusted_pickle: bool = False,
     max_text_tokens: Optional[int] = None,
     **options,
 ) -> CLAP:
@@ -293,7 +292,7 @@ def load_clap(
     known = set(inspect.signature(CLAP.__init__).parameters) - {"self", "tower", "tokenizer", "mel", "backend"}
     unknown = sorted(set(options) - known)
     if unknown:
-        known |= {"config", "tokenizer", "trusted_pickle"}
+        known |= {"config", "tokenizer"}
         raise ConfigError(f"unknown CLAP option(s) {unknown}; known: {sorted(known)}")
     path = Path(spec)
     if path.is_dir():
@@ -310,7 +309,7 @@ def load_clap(
         tower, tok, mel = _load_hf(spec, tokenizer)  # a hub id such as laion/clap-htsat-unfused
         backend = "laion"
     if path.is_file():
-        ckpt = clap_convert.load_pickle(path, trusted_pickle)
+        ckpt = clap_convert.load_pickle(path)
         if isinstance(ckpt.get("model"), Mapping):
             tower, mel, ase_config = clap_ase.build_ase(path, ckpt, config)
             default_tok = str(path.parent) if _has_tokenizer(path.parent) else ase_config["text_encoder_args"]["type"]

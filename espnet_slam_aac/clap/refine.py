@@ -42,7 +42,6 @@ class RefineConfig:
     clap: Optional[str] = None  # ASE folder / best_model.pt, LAION .pt, ClapModel folder or hub id
     clap_config: Optional[str] = None  # the ASE's clap_config.yaml when not beside best_model.pt
     tokenizer: Optional[str] = None  # default: tokenizer files beside the checkpoint, else roberta-base
-    trusted_pickle: bool = False  # allow .pt files holding arbitrary Python objects (runs their code)
     lm_weight: float = 0.0  # 0: the reference rule (CLAP similarity alone)
     device: str = "cpu"
     batch_size: int = 16  # clips per audio-tower call (same-length clips only)

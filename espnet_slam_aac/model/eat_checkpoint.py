@@ -8,24 +8,22 @@ Layouts (detected from the files):
   (ignored); hyper-parameters in ``['cfg']['model']['pretrained_model_args']['model']``.
 - ``hf``: the Hugging Face release, a folder with ``config.json`` and ``model.safetensors``, keys ``model.*``.
 
-fairseq pickles load with ``torch.load(weights_only=True)`` and an allow-list (``SAFE_GLOBALS``) of what fairseq
-trainer checkpoints hold besides tensors and plain containers; nothing in a checkpoint can run code.
+fairseq pickles load with ``utils.checkpoint.load_pickle`` (``weights_only=True`` and the one allow-list of what
+fairseq trainer checkpoints hold besides tensors and plain containers); nothing in a checkpoint can run code.
 The stored sin-cos position table (6144 rows, 512 in pre-April-2024 files) is checked against the formula and
 not loaded: ``EATModel`` regenerates it.
 """
 
-import argparse
 import json
-import re
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-import numpy as np
 import torch
 
 from espnet_slam_aac.errors import CheckpointError, ConfigError
 from espnet_slam_aac.model.eat import EATConfig, EATModel, sincos_positions
+from espnet_slam_aac.utils.checkpoint import is_hub_id, load_pickle, snapshot
 
 # native key -> key in the fairseq pre-training layout (the fine-tuned layout adds "model.")
 FAIRSEQ_KEYS = {
@@ -61,25 +59,6 @@ IGNORED = {
     "hf": ("model.fc_norm.", "model.head."),
 }
 
-# What a fairseq trainer checkpoint pickles besides tensors, dicts, lists and OrderedDicts: argparse.Namespace
-# (``args`` of old files), numpy scalars and arrays (meters and LR-scheduler state in ``extra_state`` /
-# ``optimizer_history``), under their numpy 2 and numpy 1 module names. Configs are plain containers
-# (``OmegaConf.to_container``). No class here runs code when unpickled.
-_NUMPY_DTYPES = [
-    type(np.dtype(t))
-    for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
-    + (np.float16, np.float32, np.float64, np.longdouble, np.complex64, np.complex128, np.str_, np.bytes_)
-]
-SAFE_GLOBALS = [
-    argparse.Namespace,
-    np.dtype,
-    np.ndarray,
-    np._core.multiarray.scalar,
-    np._core.multiarray._reconstruct,
-    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
-    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-] + _NUMPY_DTYPES
-
 
 def block_prefix(layout: str) -> str:
     return "blocks." if layout == "fairseq-pretrain" else "model.blocks."
@@ -102,13 +81,8 @@ def resolve_checkpoint(spec: str) -> Path:
     path = Path(spec).expanduser()
     if path.exists():
         return path
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", spec) and not spec.startswith((".", "/")):
-        from huggingface_hub import snapshot_download
-
-        try:
-            return Path(snapshot_download(spec, allow_patterns=["config.json", "model.safetensors"]))
-        except Exception as e:  # offline, unknown repo, network: all end here
-            raise CheckpointError(f"EAT checkpoint {spec}: no such file, and no such Hub repo ({e})") from e
+    if is_hub_id(spec):
+        return snapshot(spec, "EAT checkpoint", ["config.json", "model.safetensors"], "pass a local file or folder")
     raise CheckpointError(f"EAT checkpoint not found: {spec}")
 
 
@@ -118,32 +92,12 @@ def read_checkpoint(path: Path) -> Tuple[str, Dict[str, torch.Tensor], Optional[
         path = path.parent
     if path.is_dir():
         return ("hf",) + _read_hf(path)
-    try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as e:
-        unsafe = _unsafe_globals(path)
-        if unsafe or "WeightsUnpickler error" in str(e):
-            what = ", ".join(unsafe) or str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
-            raise CheckpointError(
-                f"{path}: pickles objects other than tensors and plain data ({what}); refusing to unpickle them. "
-                "Where its code is trusted, re-save only ckpt['model'] and ckpt['cfg'] as plain dicts"
-            ) from e
-        raise CheckpointError(f"{path}: cannot read this as a PyTorch checkpoint (truncated or corrupt?): {e}") from e
+    ckpt = load_pickle(path, mmap=zipfile.is_zipfile(path))
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict in it)")
     state = ckpt["model"]
     layout = "fairseq-finetune" if "model." + FAIRSEQ_KEYS["patch_embed.weight"] in state else "fairseq-pretrain"
     return layout, state, _fairseq_hparams(ckpt.get("cfg"), layout)
-
-
-def _unsafe_globals(path: Path):
-    """Names of the pickled globals outside the allow-list (zip-format files only)."""
-    try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:
-        return []
 
 
 def _read_hf(folder: Path):

@@ -26,6 +26,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 
 from espnet_slam_aac.errors import CheckpointError
+from espnet_slam_aac.utils.checkpoint import read_state_dict
 
 # (pattern, replacement): upstream name -> our name. A key no pattern matches is an error.
 MODEL_PT_RENAMES: List[Tuple[str, str]] = [
@@ -62,18 +63,10 @@ def rename(state: Mapping[str, torch.Tensor], table: List[Tuple[str, str]], wher
 
 
 def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a torch pickle (loaded with ``weights_only=True``)."""
+    """A flat state dict from ``.safetensors`` or a torch pickle (``utils.checkpoint``: nothing can run code)."""
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint file: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, not a checkpoint, pickled code objects
-        raise CheckpointError(f"cannot read {path} as a tensor checkpoint: {e}") from e
+    state = read_state_dict(path)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a flat state dict of tensors (name -> tensor)")
     return dict(state)

@@ -2,6 +2,7 @@
 
 import argparse
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,13 +249,26 @@ def test_truncated_checkpoint_is_a_checkpoint_error_naming_the_file(tmp_path, ti
         load_clap(str(folder))
 
 
-def test_pickle_with_arbitrary_objects_needs_trusted_pickle(tmp_path, tiny_claps):
+class _Payload:
+    """Unpickling this would touch ``marker``: what a malicious checkpoint's code could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_pickle_carrying_code_is_refused_and_never_run(tmp_path, tiny_claps):
     folder = _ase_copy(tiny_claps, tmp_path, lambda sd: None)
     ckpt = torch.load(folder / "best_model.pt", weights_only=True)
     torch.save({**ckpt, "args": argparse.Namespace(lr=1e-4)}, folder / "best_model.pt")
-    with pytest.raises(CheckpointError, match=r"argparse\.Namespace.*trusted_pickle"):
+    assert load_clap(str(folder)).backend == "ase"  # training args, as WavCaps/fairseq pickle them, are data
+    marker = tmp_path / "pwned"
+    torch.save({**ckpt, "extra": _Payload(marker)}, folder / "best_model.pt")
+    with pytest.raises(CheckpointError, match=r"best_model\.pt: refused to unpickle.*globals? .*pathlib"):
         load_clap(str(folder))
-    assert load_clap(str(folder), trusted_pickle=True).backend == "ase"
+    assert not marker.exists()
 
 
 def test_ase_without_its_config_yaml_says_what_is_missing(tmp_path, tiny_claps):

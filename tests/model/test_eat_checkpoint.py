@@ -234,7 +234,7 @@ def test_pickled_code_is_never_run(checkpoints, tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"model": checkpoints["fairseq_state"], "extra_state": Payload(marker)}, path)
-    with pytest.raises(CheckpointError, match="pathlib.*refusing to unpickle"):
+    with pytest.raises(CheckpointError, match="evil.pt: refused to unpickle.*globals? .*pathlib"):
         load_eat_model(str(path))
     assert not marker.exists()
 
@@ -242,7 +242,7 @@ def test_pickled_code_is_never_run(checkpoints, tmp_path):
 def test_missing_paths(checkpoints, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_eat_model(str(tmp_path / "nope.pt"))
-    with pytest.raises(CheckpointError, match="no such Hub repo"):
+    with pytest.raises(CheckpointError, match="cannot fetch EAT checkpoint .nobody-here/EAT-nothing."):
         load_eat_model("nobody-here/EAT-nothing")  # tests run with HF_HUB_OFFLINE=1
     folder = tmp_path / "half"
     folder.mkdir()

@@ -1,5 +1,7 @@
 """Checkpoints written the way SLAM-LLM writes them import into models that compute the same thing."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -119,4 +121,25 @@ def test_command_reports_a_bad_file_and_exits_1(tmp_path, config, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--model_pt", str(tmp_path / "model.pt"), "--config", str(config), "--out", str(tmp_path / "out")])
     assert e.value.code == 1
-    assert "cannot read" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert "model.pt: not a readable torch checkpoint" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+class Payload:
+    """Unpickling this would touch ``marker``: what a malicious checkpoint's code could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_command_refuses_a_pickle_carrying_code_and_never_runs_it(tmp_path, config, capsys):
+    marker = tmp_path / "pwned"
+    torch.save({"encoder_projector.linear1.weight": torch.zeros(1), "x": Payload(marker)}, tmp_path / "model.pt")
+    with pytest.raises(SystemExit) as e:
+        main(["--model_pt", str(tmp_path / "model.pt"), "--config", str(config), "--out", str(tmp_path / "out")])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "model.pt: refused to unpickle" in err and "pathlib" in err and "Traceback" not in err
+    assert not marker.exists() and not (tmp_path / "out").exists()
