@@ -4,9 +4,12 @@
     espnet-slam-aac score --ref_dir data/test --hyp beam2=exp/x/decode/test/beam2/text exp/x/decode/test/text
     espnet-slam-aac score --collect exp/x --results_md exp/x/RESULTS.md --title exp/x
 
-References are ``text_spk1..N`` in --ref_dir (Kaldi ``key caption`` lines). Every decode (a --hyp file,
-named NAME=PATH or after its folder) is scored in one run; all keys must match. Writes scores.json,
-scores.jsonl (per clip), RESULTS.md and a bar chart in --out_dir. Metrics whose jars or models are
+References are ``text_spk1..N`` in --ref_dir (Kaldi ``key caption`` lines); nothing else of a data dir is
+read (no audio, no wav.scp). Every decode (a --hyp file, named NAME=PATH or after its folder) is scored in
+one run; all keys must match. With candidates (--candidates, or --decode_dir's candidates.jsonl), also what
+they could reach: SPIDEr-max and an oracle decode per --oracle_metrics (each clip's best candidate by that
+metric). Writes scores.json, scores.jsonl (per clip), RESULTS.md and a figure (every decode, one axis per
+metric) in --out_dir. Metrics whose jars or models are
 missing are reported as missing with the command that fetches them; the others are computed.
 Nothing is downloaded: see `espnet-slam-aac fetch-metric-resources`.
 """
@@ -14,7 +17,6 @@ Nothing is downloaded: see `espnet-slam-aac fetch-metric-resources`.
 import argparse
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -23,12 +25,18 @@ from espnet_slam_aac.scoring import resources as metric_resources
 from espnet_slam_aac.scoring import results
 from espnet_slam_aac.scoring.metrics import (
     ALL_METRICS,
+    NOT_ORACLE,
+    ORACLE_METRICS,
     TextNormalization,
+    check_candidates,
     check_keys,
+    read_candidate_sets,
     read_hypotheses,
     read_references,
     score_decodes,
 )
+from espnet_slam_aac.scoring.plots import scale
+from espnet_slam_aac.utils import runner
 
 logger = logging.getLogger("espnet_slam_aac.score")
 
@@ -58,7 +66,19 @@ def get_parser() -> argparse.ArgumentParser:
         help="where scores.json, scores.jsonl, RESULTS.md and the plot go "
         "(default: <decode_dir>/score, else <first --hyp's folder>/score)",
     )
+    io.add_argument(
+        "--candidates",
+        type=Path,
+        help="candidates.jsonl of the decode: score what the candidates could reach "
+        "(default: <decode_dir>/candidates.jsonl where it exists)",
+    )
     io.add_argument("--set_name", help="name of the evaluation set in the outputs (default: --ref_dir's name)")
+    io.add_argument(
+        "--model_name",
+        default="",
+        help="which model made the decodes, when a set is scored for several (e.g. 'untrained': the "
+        "baseline, whose 1-best joins the trained model's figure in RESULTS.md)",
+    )
     io.add_argument(
         "--min_refs",
         type=int,
@@ -75,6 +95,15 @@ def get_parser() -> argparse.ArgumentParser:
         choices=ALL_METRICS,
         metavar="METRIC",
         help=f"metrics to compute (default: all: {' '.join(ALL_METRICS)})",
+    )
+    scoring.add_argument(
+        "--oracle_metrics",
+        nargs="*",
+        default=list(ORACLE_METRICS),
+        choices=[m for m in ALL_METRICS if m not in NOT_ORACLE],
+        metavar="METRIC",
+        help="with candidates: an oracle decode per metric, each clip's best candidate by it "
+        f"(default: {' '.join(ORACLE_METRICS)}; those missing here are reported missing)",
     )
     scoring.add_argument(
         "--no_ptb_tokenize",
@@ -164,12 +193,7 @@ def settings_from(args: argparse.Namespace) -> Dict:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        run(args)
-    except SlamAACError as exc:
-        sys.exit(f"espnet-slam-aac score: error: {exc}")
+    runner.run(run, get_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -191,6 +215,12 @@ def run(args: argparse.Namespace) -> None:
             logger.warning("decode %s: %d empty captions (%s)", name, len(empty), ", ".join(empty[:5]))
     references = read_references(args.ref_dir, args.min_refs)
     check_keys(references, hypotheses)  # input errors first, before the slower resource checks and scoring
+    candidates_path = args.candidates
+    if candidates_path is None and args.decode_dir is not None and (args.decode_dir / "candidates.jsonl").is_file():
+        candidates_path = args.decode_dir / "candidates.jsonl"
+    candidates = read_candidate_sets(candidates_path) if candidates_path is not None else None
+    if candidates is not None:
+        check_candidates(references, candidates)
     settings = settings_from(args)
     resources = metric_resources.resolve(args.cache_dir, args.java, link=args.link)
     if resources.linked:
@@ -201,7 +231,16 @@ def run(args: argparse.Namespace) -> None:
         )
 
     normalization = TextNormalization(ptb_tokenize=args.ptb_tokenize, strip_punctuation=args.strip_punctuation)
-    report = score_decodes(references, hypotheses, resources, args.metrics, normalization, args.device)
+    report = score_decodes(
+        references,
+        hypotheses,
+        resources,
+        args.metrics,
+        normalization,
+        args.device,
+        candidates=candidates,
+        oracle_metrics=args.oracle_metrics,
+    )
 
     out_dir = args.out_dir or (args.decode_dir or next(iter(files.values())).parent) / "score"
     set_name = args.set_name or args.ref_dir.resolve().name
@@ -212,6 +251,8 @@ def run(args: argparse.Namespace) -> None:
         str(args.ref_dir),
         resources.java.version if resources.java else None,
         settings,
+        model=args.model_name,
+        candidates_path=str(candidates_path or ""),
     )
     results.write_scores(out_dir, report, hypotheses, summary)
     written = results.write_results(args.results_md or out_dir / "RESULTS.md", [summary], args.title)
@@ -220,7 +261,11 @@ def run(args: argparse.Namespace) -> None:
     metrics = [m for m in report.metrics if m not in report.missing]
     print(f"{'decode':<{width}}  " + "  ".join(f"{results.DISPLAY[m]:>9}" for m in metrics))
     for name, scores in report.decodes.items():
-        print(f"{name:<{width}}  " + "  ".join(f"{100 * scores.corpus[m]:>9.2f}" for m in metrics))
+        print(f"{name:<{width}}  " + "  ".join(f"{scale(m, scores.corpus[m]):>9.2f}" for m in metrics))
+    if report.reach is not None and report.reach.spider_max is not None:
+        print(f"{'spider_max':<{width}}  {100 * report.reach.spider_max:>9.2f}")
+    for name, reason in (report.reach.missing if report.reach is not None else {}).items():
+        logger.warning("%s not computed: %s", name, reason)
     for metric, info in report.missing.items():
         logger.warning(
             "%s not computed: %s%s",

@@ -1,11 +1,21 @@
 """Scoring captions with the standard AAC metrics (aac-metrics 0.5.4), every decode of a set in one run.
 
 ``score_decodes(references, {decode_name: hypotheses}, ...)`` returns corpus and per-clip scores of
-BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr, SPIDEr-FL, FENSE, SBERT-sim and FER for every decode.
-A metric whose resources are missing (see ``metric_resources``) is reported in ``ScoreReport.missing``
-with the command that fetches them; every other metric is computed. Nothing is downloaded here.
+BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr, SPIDEr-FL, FENSE, SBERT-sim and FER for every decode,
+and its vocabulary size (``vocab``: distinct words after the text normalization, aac-metrics' ``vocab``)
+beside the references'. A metric whose resources are missing (see ``metric_resources``) is reported in
+``ScoreReport.missing`` with the command that fetches them; every other metric is computed. Nothing is
+downloaded here.
 
-Text normalization (``TextNormalization``):
+What the candidates could reach (``candidates``: each clip's n-best captions, from ``candidates.jsonl``):
+- SPIDEr-max: per clip the best SPIDEr among its candidates, averaged (aac-metrics' ``spider_max``: each
+  candidate index scored as one decode against the same references, then the maximum per clip);
+- an oracle decode per metric of ``oracle_metrics`` (``oracle_<metric>``): each clip's candidate with the
+  best score by that metric (ties to the first candidate), then scored with every metric like any decode.
+Clips with fewer candidates than others are padded with their own first candidate (it cannot change a
+maximum). Only metrics among ``metrics`` are used; a missing one is reported in ``CandidateReach.missing``.
+
+Text normalization (``TextNormalization``, see ``texts.py``):
 - always: newlines, tabs and repeated spaces become one space (aac-metrics rejects ``\\n``), ends stripped;
 - ``ptb_tokenize=True`` (default, as aac-metrics' ``evaluate``): the Stanford PTB tokenizer
   (``-preserveLines -lowerCase``) lower-cases and splits punctuation, then aac-metrics' PTB punctuation
@@ -13,8 +23,8 @@ Text normalization (``TextNormalization``):
 - ``strip_punctuation=True`` (off by default): lower-case and delete ASCII punctuation before everything
   else, as ESPnet's clotho_v2 ``evaluation.py`` does. Off by default so numbers compare with the literature.
 
-Batching, without changing any score compared with scoring each decode alone:
-- one PTB tokenizer call for the unique sentences of all references and all decodes;
+Batching, without changing any score compared with scoring each decode alone (``backends.py``):
+- one PTB tokenizer call for the unique sentences of all references, decodes and candidates;
 - one METEOR process: a ``SCORE`` line per unique (clip, hypothesis), then one ``EVAL`` line per decode
   (METEOR's corpus score comes from the summed statistics of that decode only);
 - one SPICE call and one FENSE/FER/SBERT call on the unique (clip, hypothesis) pairs: their per-clip
@@ -24,23 +34,25 @@ Batching, without changing any score compared with scoring each decode alone:
 """
 
 import contextlib
-import importlib
 import logging
-import string
-import subprocess
-import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from espnet_slam_aac.data.datadir import read_data_dir
-from espnet_slam_aac.data.records import normalize_caption
-from espnet_slam_aac.errors import DataError, MetricResourceError
-from espnet_slam_aac.scoring.resources import METEOR_JAR, MetricResources, write_java_wrapper
+from espnet_slam_aac.scoring import backends
+from espnet_slam_aac.scoring.backends import FenseModels
+from espnet_slam_aac.scoring.resources import MetricResources
+from espnet_slam_aac.scoring.texts import (  # noqa: F401  (re-exported: the scoring API in one place)
+    TextNormalization,
+    check_candidates,
+    check_keys,
+    clean_text,
+    read_candidate_sets,
+    read_hypotheses,
+    read_references,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,28 +70,15 @@ ALL_METRICS = (
     "fense",
     "sbert_sim",
     "fer",
+    "vocab",
 )
 CIDER_BASED = ("cider_d", "spider", "spider_fl")
 SPICE_BASED = ("spice", "spider", "spider_fl")
 FENSE_BASED = ("fense", "sbert_sim", "fer", "spider_fl")
+PER_CLIP = tuple(m for m in ALL_METRICS if m != "vocab")  # vocab is a corpus count
+ORACLE_METRICS = ("spider_fl", "fense")  # the default oracle picks
+NOT_ORACLE = ("fer", "vocab")  # lower is better / no per-clip score
 FLUENCY_PENALTY = 0.9  # SPIDEr-FL and FENSE: score * (1 - 0.9 * fer)
-_PUNCT_TABLE = str.maketrans("", "", string.punctuation)
-
-
-@dataclass(frozen=True)
-class TextNormalization:
-    ptb_tokenize: bool = True
-    strip_punctuation: bool = False
-
-    def describe(self) -> str:
-        steps = ["whitespace collapsed"]
-        if self.strip_punctuation:
-            steps.append("lower-cased and ASCII punctuation deleted (ESPnet clotho_v2 style)")
-        if self.ptb_tokenize:
-            steps.append("PTB-tokenized and lower-cased, PTB punctuation tokens dropped (aac-metrics default)")
-        else:
-            steps.append("no PTB tokenization (split on spaces)")
-        return "; ".join(steps)
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,18 @@ class DecodeScores:
 
 
 @dataclass
+class CandidateReach:
+    """What each clip's candidate set could reach; the oracle decodes are in ``ScoreReport.decodes``."""
+
+    candidates_per_clip: Dict[int, int]  # number of candidates -> number of clips
+    spider_max: Optional[float] = None  # mean over clips of the best candidate's SPIDEr; None: not computed
+    spider_max_sentences: List[float] = field(default_factory=list)
+    oracles: Dict[str, str] = field(default_factory=dict)  # oracle decode name -> the metric it maximizes
+    picks: Dict[str, Dict[str, str]] = field(default_factory=dict)  # oracle decode -> {key: chosen caption}
+    missing: Dict[str, str] = field(default_factory=dict)  # "spider_max" / oracle name -> why not computed
+
+
+@dataclass
 class ScoreReport:
     keys: List[str]
     references_per_clip: Dict[int, int]  # number of references -> number of clips
@@ -103,95 +114,8 @@ class ScoreReport:
     normalization: TextNormalization
     decodes: Dict[str, DecodeScores]
     missing: Dict[str, MissingMetric]
-
-
-@dataclass
-class FenseModels:
-    """FENSE/FER/SBERT models: aac-metrics names (default) or loaded objects (tests, custom checkpoints)."""
-
-    sbert: Any = "paraphrase-TinyBERT-L6-v2"
-    echecker: Any = "echecker_clotho_audiocaps_base"
-    echecker_tokenizer: Any = None
-
-    @property
-    def injected(self) -> bool:
-        return not isinstance(self.sbert, str) and not isinstance(self.echecker, str)
-
-
-def read_hypotheses(path: Path) -> Dict[str, str]:
-    """A decode's ``key caption`` lines (split at the first whitespace); a key alone is an empty caption
-    (a decoder may emit nothing). Duplicate keys are an error naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    texts: Dict[str, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        key, *rest = line.split(maxsplit=1)
-        if key in texts:
-            raise DataError(f"{path}:{lineno}: duplicate key {key!r}")
-        texts[key] = rest[0].strip() if rest else ""
-    return texts
-
-
-def read_references(data_dir: Path, min_refs: int = 1) -> Dict[str, List[str]]:
-    """All references of each clip (key -> captions) from an evaluation data dir's ``text_spk1..N``.
-
-    The data dir is read and checked by ``espnet_slam_aac.data.datadir.read_data_dir``. A clip absent from some
-    ``text_spk<i>`` has fewer references; that is logged (counts and first keys) and scored with the
-    references it has, down to ``min_refs``, below which it is an error.
-    """
-    data_dir = Path(data_dir)
-    if not any(p.name[len("text_spk") :].isdigit() for p in data_dir.glob("text_spk*")):
-        raise DataError(
-            f"{data_dir}: no text_spk1..N files. Scoring needs all references of each clip as text_spk1..N "
-            "(prepare-data writes them for evaluation sets)."
-        )
-    references = {u.key: list(u.texts) for u in read_data_dir(data_dir)}
-    most = max(len(refs) for refs in references.values())
-    fewer = sorted(k for k, refs in references.items() if len(refs) < most)
-    if fewer:
-        logger.warning(
-            "%s: %d of %d clips have fewer than %d references (%s); they are scored with the references they have",
-            data_dir,
-            len(fewer),
-            len(references),
-            most,
-            ", ".join(f"{k}: {len(references[k])}" for k in fewer[:5]),
-        )
-    too_few = [k for k in fewer if len(references[k]) < min_refs]
-    if too_few:
-        raise DataError(
-            f"{data_dir}: {len(too_few)} clips have fewer than {min_refs} references "
-            f"({', '.join(too_few[:5])}{', ...' if len(too_few) > 5 else ''}); fix the data or lower --min_refs"
-        )
-    return references
-
-
-def clean_text(text: str, strip_punctuation: bool = False) -> str:
-    """Whitespace runs (newlines included) to one space; optionally lower-case and delete ASCII punctuation."""
-    if strip_punctuation:
-        text = text.lower().translate(_PUNCT_TABLE)
-    return normalize_caption(text)
-
-
-def check_keys(references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, Mapping[str, str]]) -> None:
-    """Every hypothesis key must have references and every reference clip a hypothesis, in every decode."""
-    problems = []
-    for name, hyps in hypotheses.items():
-        for what, keys in (
-            ("hypotheses without references", sorted(set(hyps) - set(references))),
-            ("reference clips without a hypothesis", sorted(set(references) - set(hyps))),
-        ):
-            if keys:
-                shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
-                problems.append(f"decode {name!r}: {len(keys)} {what} ({shown})")
-    empty = sorted(k for k, refs in references.items() if not refs)
-    if empty:
-        problems.append(f"{len(empty)} clips have no reference ({', '.join(empty[:5])})")
-    if problems:
-        raise DataError("hypotheses and references do not match: " + "; ".join(problems))
+    reference_vocab: Dict[str, float] = field(default_factory=dict)  # "all", "one_per_clip" (aac-metrics vocab)
+    reach: Optional[CandidateReach] = None
 
 
 def spider_from(cider_d: np.ndarray, spice: np.ndarray) -> np.ndarray:
@@ -204,138 +128,14 @@ def fluency_penalized(scores: np.ndarray, fer: np.ndarray, penalty: float = FLUE
     return np.asarray(scores) * (1.0 - penalty * np.asarray(fer))
 
 
-@contextlib.contextmanager
-def _java_accepted() -> Iterator[None]:
-    """Let aac-metrics' PTB tokenizer and SPICE run on the Java we resolved (8+, any version format).
-
-    aac-metrics 0.5.4 re-runs ``java -version`` before each call and accepts only 8-13 in the
-    ``MAJOR.MINOR`` format (Java 8's ``1.8.0_392`` raises). Our own check (``metric_resources.find_java``)
-    has already accepted the runtime, so the name those modules call is replaced for the duration.
-    """
-    # import_module: ``aac_metrics.functional.spice`` the attribute is the function, not the module
-    spice_module = importlib.import_module("aac_metrics.functional.spice")
-    tokenization = importlib.import_module("aac_metrics.utils.tokenization")
-    saved = tokenization.check_java_path, spice_module.check_java_path
-    tokenization.check_java_path = spice_module.check_java_path = lambda java_path: True
-    try:
-        yield
-    finally:
-        tokenization.check_java_path, spice_module.check_java_path = saved
+def best_candidates(scores: np.ndarray) -> np.ndarray:
+    """Per clip (column of a candidates x clips matrix) the index of the best candidate, ties to the first
+    (as ``torch.argmax`` in aac-metrics' ``mult_cands_metric``)."""
+    return np.argmax(np.asarray(scores), axis=0)
 
 
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    import huggingface_hub.constants as hub_constants
-
-    saved = hub_constants.HF_HUB_OFFLINE
-    hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE = saved
-
-
-def _ptb_tokenize(sentences: List[str], resources: MetricResources) -> Dict[str, str]:
-    from aac_metrics.utils.tokenization import preprocess_mono_sents
-
-    unique = list(dict.fromkeys(sentences))
-    with _java_accepted():
-        tokenized = preprocess_mono_sents(unique, cache_path=str(resources.cache_dir), java_path=resources.java.path)
-    return dict(zip(unique, tokenized))
-
-
-def _meteor(
-    cands: List[str], mrefs: List[List[str]], per_decode: Dict[str, List[int]], resources: MetricResources
-) -> Dict[str, Tuple[float, List[float]]]:
-    """METEOR 1.5 as aac-metrics runs it (same command and line encoding), in one process for all decodes."""
-    from aac_metrics.functional.meteor import _encode_cand_and_refs
-
-    command = [
-        resources.java.path,
-        "-Duser.country=US",
-        "-Duser.language=en",
-        "-jar",
-        "-Xmx2G",
-        str(resources.cache_dir / METEOR_JAR),
-        "-",
-        "-",
-        "-stdio",
-        "-l",
-        "en",
-        "-norm",
-    ]
-    with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
-
-        def stopped() -> MetricResourceError:
-            stderr.seek(0)
-            return MetricResourceError(
-                f"METEOR ({' '.join(command)}) stopped: {stderr.read().decode(errors='replace')[-2000:]}"
-            )
-
-        def ask(lines: List[bytes], answers: int) -> List[str]:
-            """Write all lines from a thread while reading the answers here: no round trip per line, and
-            neither side blocks on a full pipe."""
-
-            def write() -> None:
-                try:
-                    for line in lines:
-                        process.stdin.write(line)
-                    process.stdin.flush()
-                except BrokenPipeError:
-                    pass  # the reader below sees the process end
-
-            writer = threading.Thread(target=write, daemon=True)
-            writer.start()
-            out = [process.stdout.readline().decode().strip() for _ in range(answers)]
-            writer.join()
-            if not all(out):
-                raise stopped()
-            return out
-
-        try:
-            stats = ask([_encode_cand_and_refs(cand, refs) for cand, refs in zip(cands, mrefs)], len(cands))
-            evals = [f"EVAL ||| {' ||| '.join(stats[i] for i in index)}\n".encode() for index in per_decode.values()]
-            out = iter(ask(evals, sum(len(index) + 1 for index in per_decode.values())))
-            results = {}
-            for name, index in per_decode.items():
-                sentences = [float(next(out)) for _ in index]
-                results[name] = (float(next(out)), sentences)
-        finally:
-            with contextlib.suppress(BrokenPipeError):  # unsent lines of a process that already ended
-                process.stdin.close()
-            process.kill()
-            process.wait()
-    return results
-
-
-def _spice(cands: List[str], mrefs: List[List[str]], resources: MetricResources) -> np.ndarray:
-    from aac_metrics.functional.spice import spice
-
-    with tempfile.TemporaryDirectory() as tmp, _java_accepted():
-        java = write_java_wrapper(resources.java, Path(tmp))
-        _, sents = spice(cands, mrefs, cache_path=str(resources.cache_dir), java_path=java, tmp_path=tmp)
-    return sents["spice"].numpy()
-
-
-def _fense(
-    cands: List[str], mrefs: List[List[str]], wanted: set, models: FenseModels, device: str
-) -> Dict[str, np.ndarray]:
-    """Per-clip sbert_sim / fer / fense, loading each model once for all decodes."""
-    from aac_metrics.functional.fense import fense
-    from aac_metrics.functional.fer import fer
-    from aac_metrics.functional.sbert_sim import sbert_sim
-
-    common = dict(device=device, return_all_scores=True)
-    echecker = dict(echecker=models.echecker, echecker_tokenizer=models.echecker_tokenizer)
-    with _hub_offline():
-        if "sbert_sim" in wanted and "fer" in wanted:
-            _, sents = fense(cands, mrefs, sbert_model=models.sbert, **echecker, **common)
-        elif "fer" in wanted:
-            _, sents = fer(cands, **echecker, **common)
-        else:
-            _, sents = sbert_sim(cands, mrefs, sbert_model=models.sbert, **common)
-    return {k: v.cpu().numpy() for k, v in sents.items() if k in ("sbert_sim", "fer", "fense")}
+def oracle_name(metric: str) -> str:
+    return f"oracle_{metric}"
 
 
 def _missing_metrics(
@@ -359,6 +159,19 @@ def _missing_metrics(
     return missing
 
 
+class _PairScores:
+    """Per-pair results of the Java programs and models for the unique (clip, hypothesis) pairs."""
+
+    def __init__(self) -> None:
+        self.index: Dict[Tuple[int, str], int] = {}
+        self.meteor_stats: Optional[List[str]] = None
+        self.spice: Optional[np.ndarray] = None
+        self.fense: Dict[str, np.ndarray] = {}
+
+    def add(self, texts: Sequence[str]) -> List[int]:
+        return [self.index.setdefault((i, t), len(self.index)) for i, t in enumerate(texts)]
+
+
 def score_decodes(
     references: Mapping[str, Sequence[str]],
     hypotheses: Mapping[str, Mapping[str, str]],
@@ -367,13 +180,21 @@ def score_decodes(
     normalization: TextNormalization = TextNormalization(),
     device: str = "cuda_if_available",
     fense_models: Optional[FenseModels] = None,
+    candidates: Optional[Mapping[str, Sequence[str]]] = None,
+    oracle_metrics: Sequence[str] = ORACLE_METRICS,
 ) -> ScoreReport:
-    """Score every decode in ``hypotheses`` (name -> {key: caption}) against ``references`` (key -> captions)."""
+    """Score every decode in ``hypotheses`` (name -> {key: caption}) against ``references`` (key -> captions);
+    with ``candidates`` (key -> captions), also what the candidates could reach (module docstring)."""
     unknown = sorted(set(metrics) - set(ALL_METRICS))
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(ALL_METRICS)}")
+    bad_oracles = sorted(set(oracle_metrics) - (set(ALL_METRICS) - set(NOT_ORACLE)))
+    if bad_oracles:
+        raise ValueError(f"no oracle by {bad_oracles}: choose from {', '.join(m for m in PER_CLIP if m != 'fer')}")
     metrics = tuple(m for m in ALL_METRICS if m in metrics)
     check_keys(references, hypotheses)
+    if candidates is not None:
+        check_candidates(references, candidates)
     fense_models = fense_models or FenseModels()
     keys = sorted(references)
     missing = _missing_metrics(metrics, resources, normalization, fense_models, len(keys))
@@ -384,20 +205,29 @@ def score_decodes(
     strip = normalization.strip_punctuation
     mrefs = [[clean_text(r, strip) for r in references[k]] for k in keys]
     cands = {name: [clean_text(hyps[k], strip) for k in keys] for name, hyps in hypotheses.items()}
+    # candidate index j as a decode: each clip's j-th candidate (padded with its first)
+    width = max((len(c) for c in candidates.values()), default=0) if candidates is not None else 0
+    padded = [[(list(candidates[k]) + [candidates[k][0]] * width)[j] for k in keys] for j in range(width)]
+    cand_sets = [[clean_text(t, strip) for t in texts] for texts in padded]
+    reach_todo = _reach_metrics(todo, oracle_metrics) if candidates is not None else []
     if normalization.ptb_tokenize and todo:
-        table = _ptb_tokenize([s for refs in mrefs for s in refs] + [s for c in cands.values() for s in c], resources)
+        every = [s for refs in mrefs for s in refs] + [s for c in cands.values() for s in c]
+        table = backends.ptb_tokenize(every + ([s for c in cand_sets for s in c] if reach_todo else []), resources)
         mrefs = [[table[r] for r in refs] for refs in mrefs]
         cands = {name: [table[c] for c in cs] for name, cs in cands.items()}
+        cand_sets = [[table[c] for c in cs] for cs in cand_sets] if reach_todo else cand_sets
 
-    # unique (clip, hypothesis) pairs for the metrics whose per-clip score ignores the other clips
-    pair_index: Dict[Tuple[int, str], int] = {}
-    per_decode = {
-        name: [pair_index.setdefault((i, c), len(pair_index)) for i, c in enumerate(cs)] for name, cs in cands.items()
-    }
-    pair_cands = [c for _, c in pair_index]
-    pair_refs = [mrefs[i] for i, _ in pair_index]
+    pairs = _PairScores()
+    per_decode = {name: pairs.add(cs) for name, cs in cands.items()}
+    per_cand = [pairs.add(cs) for cs in cand_sets] if reach_todo else []
+    pair_cands = [c for _, c in pairs.index]
+    pair_refs = [mrefs[i] for i, _ in pairs.index]
     logger.info(
-        "scoring %d decodes x %d clips (%d unique clip-hypothesis pairs)", len(cands), len(keys), len(pair_cands)
+        "scoring %d decodes%s x %d clips (%d unique clip-hypothesis pairs)",
+        len(cands),
+        f" and {width} candidates per clip" if per_cand else "",
+        len(keys),
+        len(pair_cands),
     )
 
     def outcome(job: Any, affected: Sequence[str]) -> Any:
@@ -413,51 +243,153 @@ def score_decodes(
 
     wanted = {"sbert_sim"} if any(m in todo for m in ("fense", "sbert_sim")) else set()
     wanted |= {"fer"} if any(m in todo for m in ("fense", "fer", "spider_fl")) else set()
-    with ThreadPoolExecutor(max_workers=3) as pool:  # Java programs and models run while Python scores
-        meteor_job = pool.submit(_meteor, pair_cands, pair_refs, per_decode, resources) if "meteor" in todo else None
-        spice_job = (
-            pool.submit(_spice, pair_cands, pair_refs, resources) if any(m in todo for m in SPICE_BASED) else None
-        )
-        fense_job = pool.submit(_fense, pair_cands, pair_refs, wanted, fense_models, device) if wanted else None
-        decodes = {name: _python_metrics(name, cs, mrefs, todo) for name, cs in cands.items()}
-        meteor = outcome(meteor_job, ["meteor"]) if meteor_job else None
-        spice_pairs = outcome(spice_job, SPICE_BASED) if spice_job else None
-        fense_pairs = (outcome(fense_job, FENSE_BASED) if fense_job else None) or {}
+    with contextlib.ExitStack() as stack:
+        meteor = None
+        if "meteor" in todo:
+            try:
+                meteor = stack.enter_context(backends.Meteor(resources))
+            except OSError as exc:
+                missing["meteor"] = MissingMetric(f"failed: cannot start METEOR: {exc}", "")
+        with ThreadPoolExecutor(max_workers=3) as pool:  # Java programs and models run while Python scores
+            meteor_job = pool.submit(meteor.stats, pair_cands, pair_refs) if meteor else None
+            spice_job = (
+                pool.submit(backends.spice, pair_cands, pair_refs, resources)
+                if any(m in todo for m in SPICE_BASED)
+                else None
+            )
+            fense_job = (
+                pool.submit(backends.fense, pair_cands, pair_refs, wanted, fense_models, device) if wanted else None
+            )
+            python = {name: _python_metrics(name, cs, mrefs, todo) for name, cs in cands.items()}
+            python_cands = [_python_metrics(f"candidate {j}", cs, mrefs, reach_todo) for j, cs in enumerate(cand_sets)]
+            pairs.meteor_stats = outcome(meteor_job, ["meteor"]) if meteor_job else None
+            pairs.spice = outcome(spice_job, SPICE_BASED) if spice_job else None
+            pairs.fense = (outcome(fense_job, FENSE_BASED) if fense_job else None) or {}
 
-    computed = [m for m in todo if m not in missing]
-    for name, scores in decodes.items():
-        index = per_decode[name]
-        if meteor:
-            scores.corpus["meteor"], scores.sentences["meteor"] = meteor[name]
-        per_clip = {k: v[index] for k, v in fense_pairs.items()}
-        if spice_pairs is not None:
-            per_clip["spice"] = spice_pairs[index]
-            if "cider_d" in scores.sentences:
-                per_clip["spider"] = spider_from(scores.sentences["cider_d"], per_clip["spice"])
-            if "spider" in per_clip and "fer" in per_clip:
-                per_clip["spider_fl"] = fluency_penalized(per_clip["spider"], per_clip["fer"])
-        for metric, values in per_clip.items():
-            scores.sentences[metric] = [float(v) for v in values]
-            scores.corpus[metric] = float(np.mean(values))
-        if "spider" in computed:  # corpus SPIDEr is built from the corpus scores, as aac-metrics does
-            scores.corpus["spider"] = (scores.corpus["cider_d"] + scores.corpus["spice"]) / 2.0
-        scores.corpus = {m: scores.corpus[m] for m in computed}
-        scores.sentences = {m: scores.sentences[m] for m in computed}
+        def assemble(scores: DecodeScores, index: List[int], wanted_metrics: Sequence[str]) -> DecodeScores:
+            return _assemble(scores, index, wanted_metrics, pairs, missing, meteor)
+
+        decodes = {name: assemble(python[name], per_decode[name], todo) for name, cs in cands.items()}
+        reach = None
+        if candidates is not None:
+            per_candidate = [assemble(python_cands[j], per_cand[j], reach_todo) for j in range(len(per_cand))]
+            reach, oracle_texts = _reach(
+                keys, candidates, padded, cand_sets, per_candidate, todo, missing, oracle_metrics, list(decodes)
+            )
+            for name, (texts, index) in oracle_texts.items():
+                decodes[name] = assemble(
+                    _python_metrics(name, texts, mrefs, todo), [per_cand[j][i] for i, j in enumerate(index)], todo
+                )
 
     counts: Dict[int, int] = {}
     for refs in mrefs:
         counts[len(refs)] = counts.get(len(refs), 0) + 1
-    return ScoreReport(keys, dict(sorted(counts.items())), metrics, normalization, decodes, missing)
+    reference_vocab = _reference_vocab(mrefs) if "vocab" in todo and "vocab" not in missing else {}
+    return ScoreReport(
+        keys, dict(sorted(counts.items())), metrics, normalization, decodes, missing, reference_vocab, reach
+    )
+
+
+def _reach_metrics(todo: Sequence[str], oracle_metrics: Sequence[str]) -> List[str]:
+    """The metrics every candidate is scored with: SPIDEr for SPIDEr-max, and each oracle's metric."""
+    return [m for m in todo if m == "spider" or m in oracle_metrics]
+
+
+def _assemble(
+    scores: DecodeScores,
+    index: List[int],
+    wanted: Sequence[str],
+    pairs: _PairScores,
+    missing: Dict[str, MissingMetric],
+    meteor: Optional["backends.Meteor"],
+) -> DecodeScores:
+    """A decode's scores: its Python metrics plus its pairs' METEOR, SPICE and FENSE, and the combinations."""
+    if "meteor" in wanted and pairs.meteor_stats is not None and "meteor" not in missing:
+        try:
+            (scores.corpus["meteor"], scores.sentences["meteor"]) = meteor.evaluate(
+                {scores.name: [pairs.meteor_stats[i] for i in index]}
+            )[scores.name]
+        except Exception as exc:  # the METEOR process
+            logger.exception("METEOR corpus score of %s failed", scores.name)
+            missing["meteor"] = MissingMetric(f"failed: {type(exc).__name__}: {exc}", "")
+    per_clip = {k: v[index] for k, v in pairs.fense.items()}
+    if pairs.spice is not None:
+        per_clip["spice"] = pairs.spice[index]
+        if "cider_d" in scores.sentences:
+            per_clip["spider"] = spider_from(scores.sentences["cider_d"], per_clip["spice"])
+        if "spider" in per_clip and "fer" in per_clip:
+            per_clip["spider_fl"] = fluency_penalized(per_clip["spider"], per_clip["fer"])
+    for metric, values in per_clip.items():
+        scores.sentences[metric] = [float(v) for v in values]
+        scores.corpus[metric] = float(np.mean(values))
+    computed = [m for m in wanted if m not in missing]
+    if "spider" in computed:  # corpus SPIDEr is built from the corpus scores, as aac-metrics does
+        scores.corpus["spider"] = (scores.corpus["cider_d"] + scores.corpus["spice"]) / 2.0
+    scores.corpus = {m: scores.corpus[m] for m in computed}
+    scores.sentences = {m: scores.sentences[m] for m in computed if m in scores.sentences}
+    return scores
+
+
+def _reach(
+    keys: List[str],
+    candidates: Mapping[str, Sequence[str]],
+    padded: List[List[str]],
+    cand_sets: List[List[str]],
+    per_candidate: List[DecodeScores],
+    todo: Sequence[str],
+    missing: Mapping[str, MissingMetric],
+    oracle_metrics: Sequence[str],
+    taken: Sequence[str],
+) -> Tuple[CandidateReach, Dict[str, Tuple[List[str], List[int]]]]:
+    """SPIDEr-max and the oracle picks from every candidate's per-clip scores; returns the reach and, per
+    oracle decode, its normalized texts and the chosen candidate index of each clip."""
+    counts: Dict[int, int] = {}
+    for key in keys:
+        counts[len(candidates[key])] = counts.get(len(candidates[key]), 0) + 1
+    reach = CandidateReach(dict(sorted(counts.items())))
+
+    def why(metric: str) -> Optional[str]:
+        if metric not in todo and metric not in missing:
+            return f"{metric} is not among the metrics scored"
+        if metric in missing:
+            return f"{metric} is missing here (see the missing metrics)"
+        return None
+
+    if why("spider"):
+        reach.missing["spider_max"] = why("spider")
+    else:
+        matrix = np.array([c.sentences["spider"] for c in per_candidate])
+        reach.spider_max_sentences = [float(v) for v in matrix.max(axis=0)]
+        reach.spider_max = float(np.mean(reach.spider_max_sentences))
+    oracles = {}
+    taken_names = set(taken)
+    for metric in oracle_metrics:
+        name = oracle_name(metric)
+        if why(metric) or name in taken_names:
+            reach.missing[name] = why(metric) or f"a decode is already named {name!r}"
+            continue
+        best = best_candidates(np.array([c.sentences[metric] for c in per_candidate]))
+        reach.oracles[name] = metric
+        reach.picks[name] = {k: padded[j][i] for i, (k, j) in enumerate(zip(keys, best))}
+        oracles[name] = ([cand_sets[j][i] for i, j in enumerate(best)], [int(j) for j in best])
+    return reach, oracles
+
+
+def _reference_vocab(mrefs: List[List[str]]) -> Dict[str, float]:
+    """The references' vocabulary: all of them, and one per clip (aac-metrics' seeded average) for scale."""
+    from aac_metrics.functional.vocab import vocab
+
+    corpus, _ = vocab([refs[0] for refs in mrefs], mrefs)
+    return {"all": float(corpus["vocab.mrefs_full"]), "one_per_clip": float(corpus["vocab.mrefs_avg"])}
 
 
 def _python_metrics(name: str, cands: List[str], mrefs: List[List[str]], todo: Sequence[str]) -> DecodeScores:
-    """BLEU-1..4, ROUGE-L and CIDEr-D of one decode (one call each: their corpus scores need the whole decode).
-
-    CIDEr-D is also computed when only SPIDEr(-FL) is asked for, since they are built from it.
-    """
+    """BLEU-1..4, ROUGE-L, CIDEr-D and vocab of one decode (one call each: their corpus scores need the whole
+    decode). CIDEr-D is also computed when only SPIDEr(-FL) is asked for, since they are built from it."""
     from aac_metrics.functional.bleu import bleu
     from aac_metrics.functional.cider_d import cider_d
     from aac_metrics.functional.rouge_l import rouge_l
+    from aac_metrics.functional.vocab import vocab
 
     scores = DecodeScores(name)
     if any(m.startswith("bleu_") for m in todo):
@@ -471,4 +403,6 @@ def _python_metrics(name: str, cands: List[str], mrefs: List[List[str]], todo: S
     if any(m in todo for m in CIDER_BASED):
         corpus, sents = cider_d(cands, mrefs)
         scores.corpus["cider_d"], scores.sentences["cider_d"] = float(corpus["cider_d"]), sents["cider_d"].tolist()
+    if "vocab" in todo:
+        scores.corpus["vocab"] = float(vocab(cands, None, return_all_scores=False))
     return scores

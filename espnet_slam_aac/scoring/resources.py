@@ -86,6 +86,7 @@ METRIC_COMPONENTS: Dict[str, Tuple[str, ...]] = {
     "fense": ("sbert", "echecker"),
     "sbert_sim": ("sbert",),
     "fer": ("echecker",),
+    "vocab": (),
 }
 FETCHABLE = ("ptb", "meteor", "spice", "sbert", "echecker")
 

@@ -5,39 +5,29 @@ A scoring run writes, in its output directory:
   metrics with their fetch commands, text normalization, settings, environment); RESULTS.md is rendered
   from summaries only, so several sets can be gathered into one file later;
 - ``scores.jsonl``: one line per (decode, clip): ``{"decode", "key", "hyp", "scores": {metric: value}}``;
-- ``RESULTS.md`` and ``scores_<set>.png`` (matplotlib, Agg backend).
+- ``RESULTS.md`` and ``images/scores_<set>.png`` (``plots.plot_set``: every decode on one axis per metric).
+
+A set scored for several models (``model``: e.g. the trained one and the ``untrained`` baseline) has one
+table per model; its figure shows the trained model's decodes with the baseline's 1-best beside them.
 """
 
 import datetime
 import importlib.metadata
 import json
-import math
 import platform
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from espnet_slam_aac.errors import SlamAACError
 from espnet_slam_aac.scoring.metrics import ScoreReport
+from espnet_slam_aac.scoring.plots import DISPLAY, plot_set, set_figure_inputs
+from espnet_slam_aac.utils.fileio import write_atomically
 
-DISPLAY = {
-    "bleu_1": "BLEU-1",
-    "bleu_2": "BLEU-2",
-    "bleu_3": "BLEU-3",
-    "bleu_4": "BLEU-4",
-    "meteor": "METEOR",
-    "rouge_l": "ROUGE-L",
-    "cider_d": "CIDEr-D",
-    "spice": "SPICE",
-    "spider": "SPIDEr",
-    "spider_fl": "SPIDEr-FL",
-    "fense": "FENSE",
-    "sbert_sim": "SBERT-sim",
-    "fer": "FER",
-}
 # settings keys of a training config worth showing in RESULTS.md (top level, substring match)
+BASELINE_MODEL = "untrained"  # the model whose 1-best joins the trained model's figure
 MODEL_KEYS = ("frontend", "encoder", "projector", "decoder", "llm", "lora", "model", "prompt")
 
 
@@ -82,10 +72,14 @@ def summarize(
     ref_dir: str,
     java_version: Optional[str] = None,
     settings: Optional[Mapping[str, Any]] = None,
+    model: str = "",
+    candidates_path: str = "",
 ) -> Dict[str, Any]:
     """The JSON-able summary of one scoring run (what ``scores.json`` holds)."""
+    reach = report.reach
     return {
         "set": set_name,
+        "model": model,
         "ref_dir": ref_dir,
         "n_clips": len(report.keys),
         "references_per_clip": {str(k): v for k, v in report.references_per_clip.items()},
@@ -99,6 +93,16 @@ def summarize(
             name: {"hyp": hyp_paths.get(name, ""), "corpus": scores.corpus} for name, scores in report.decodes.items()
         },
         "missing": {m: {"reason": v.reason, "fetch": v.fetch} for m, v in report.missing.items()},
+        "reference_vocab": report.reference_vocab,
+        "reach": None
+        if reach is None
+        else {
+            "candidates": candidates_path,
+            "candidates_per_clip": {str(k): v for k, v in reach.candidates_per_clip.items()},
+            "spider_max": reach.spider_max,
+            "oracles": reach.oracles,
+            "missing": reach.missing,
+        },
         "settings": dict(settings or {}),
         "environment": environment(java_version),
     }
@@ -107,15 +111,24 @@ def summarize(
 def write_scores(
     out_dir: Path, report: ScoreReport, hypotheses: Mapping[str, Mapping[str, str]], summary: Dict
 ) -> None:
+    """``scores.json`` and ``scores.jsonl`` (per decode and clip; oracle captions from the report's picks,
+    and a ``spider_max`` line per clip when computed), each written atomically."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scores.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with open(out_dir / "scores.jsonl", "w") as f:
+    picks = report.reach.picks if report.reach is not None else {}
+
+    def lines() -> Iterator[str]:
         for name, scores in report.decodes.items():
             for i, key in enumerate(report.keys):
                 values = {m: v[i] for m, v in scores.sentences.items()}
                 values.update({m: None for m in report.missing})
-                f.write(json.dumps({"decode": name, "key": key, "hyp": hypotheses[name][key], "scores": values}) + "\n")
+                hyp = hypotheses[name][key] if name in hypotheses else picks[name][key]
+                yield json.dumps({"decode": name, "key": key, "hyp": hyp, "scores": values})
+        if report.reach is not None and report.reach.spider_max is not None:
+            for key, value in zip(report.keys, report.reach.spider_max_sentences):
+                yield json.dumps({"decode": "spider_max", "key": key, "scores": {"spider_max": value}})
+
+    write_atomically(out_dir / "scores.jsonl", lines())
+    write_atomically(out_dir / "scores.json", [json.dumps(summary, indent=2)])
 
 
 def find_summaries(paths: Sequence[Path]) -> List[Dict]:
@@ -155,13 +168,54 @@ def summarize_config(path: Path, keys: Optional[Sequence[str]] = None) -> Dict[s
     return flat
 
 
-def _cell(value: Optional[float]) -> str:
-    return "missing" if value is None else f"{100 * value:.2f}"
+def _cell(metric: str, value: Optional[float]) -> str:
+    if value is None:
+        return "missing"
+    return f"{value:.0f}" if metric == "vocab" else f"{100 * value:.2f}"
 
 
 def _refs_text(refs_per_clip: Mapping[str, int]) -> str:
     parts = [f"{n} ({clips} clips)" for n, clips in sorted(refs_per_clip.items(), key=lambda kv: -int(kv[0]))]
     return ", ".join(parts)
+
+
+def _table(
+    rows: Mapping[str, Mapping[str, Optional[float]]], metrics: Sequence[str], first: str, absent: str = "missing"
+) -> List[str]:
+    lines = [
+        f"|{first}|" + "|".join(DISPLAY[m] for m in metrics) + "|",
+        "|---|" + "|".join("---:" for _ in metrics) + "|",
+    ]
+    for name, corpus in rows.items():
+        lines.append(f"|{name}|" + "|".join(_cell(m, corpus.get(m)) if m in corpus else absent for m in metrics) + "|")
+    return lines
+
+
+def _reach_lines(summary: Dict) -> List[str]:
+    """What the candidates could reach: the picks side by side on the metrics that judge them."""
+    reach = summary.get("reach")
+    if not reach:
+        return []
+    decodes = summary["decodes"]
+    computed = [m for m in summary["metrics"] if m not in summary["missing"]]
+    judged = set(reach["oracles"].values()) | {"spider", "spider_fl", "fense"}
+    metrics = [m for m in computed if m in judged or m == "vocab"]
+    counts = ", ".join(f"{n} ({clips} clips)" for n, clips in reach["candidates_per_clip"].items())
+    lines = ["", f"#### What the candidates could reach (candidates per clip: {counts})"]
+    rows = {}
+    for name in ("1best", "clap_refine", *reach["oracles"]):
+        if name in decodes:
+            label = {"1best": "1best (the decode's 1-best)", "clap_refine": "clap_refine (CLAP-Refine pick)"}.get(
+                name, f"{name} (best candidate by {DISPLAY.get(reach['oracles'].get(name, ''), '')})"
+            )
+            rows[label] = decodes[name]["corpus"]
+    if reach.get("spider_max") is not None:
+        rows["SPIDEr-max (best SPIDEr among each clip's candidates)"] = {"spider": reach["spider_max"]}
+    if metrics and rows:
+        lines += [""] + _table(rows, metrics, "pick", absent="")
+    for name, reason in reach["missing"].items():
+        lines.append(f"- {name}: not computed ({reason})")
+    return lines
 
 
 def render_results_md(summaries: Sequence[Dict], title: str = "", images: Optional[Mapping[str, str]] = None) -> str:
@@ -186,20 +240,26 @@ def render_results_md(summaries: Sequence[Dict], title: str = "", images: Option
                 lines.append(f"- {group}: `{values}`")
     for summary in summaries:
         metrics = summary["metrics"]
+        model = f" ({summary['model']} model)" if summary.get("model") else ""
         lines += [
             "",
-            f"### {summary['set']}",
+            f"### {summary['set']}{model}",
             f"- clips: {summary['n_clips']}; references per clip: {_refs_text(summary['references_per_clip'])}",
             f"- references: `{summary['ref_dir']}`; text normalization: {summary['normalization']['description']}",
             "",
-            "|decode|" + "|".join(DISPLAY[m] for m in metrics) + "|",
-            "|---|" + "|".join("---:" for _ in metrics) + "|",
         ]
-        for name, decode in summary["decodes"].items():
-            lines.append(f"|{name}|" + "|".join(_cell(decode["corpus"].get(m)) for m in metrics) + "|")
+        lines += _table({name: d["corpus"] for name, d in summary["decodes"].items()}, metrics, "decode")
         lines += ["", "Scores x100 (aac-metrics, all references of each clip)."]
         if "fer" in metrics:
             lines[-1] += " FER: percentage of captions with a detected fluency error (lower is better)."
+        vocab = summary.get("reference_vocab")
+        if vocab:
+            lines[-1] += (
+                f" vocab: distinct words of the decode after the text normalization; the references have "
+                f"{vocab['all']:.0f} in all, {vocab['one_per_clip']:.1f} with one reference per clip "
+                "(aac-metrics' vocab, averaged over random picks)."
+            )
+        lines += _reach_lines(summary)
         if summary["missing"]:
             lines += ["", "**Missing metrics** (not computed, not zero):"]
             by_cause: Dict[tuple, List[str]] = {}
@@ -208,54 +268,28 @@ def render_results_md(summaries: Sequence[Dict], title: str = "", images: Option
             for (reason, fetch), names in by_cause.items():
                 item = f"- {', '.join(names)}: {reason}"
                 lines.append(item + (f". Fetch with `{fetch}`" if fetch else ""))
-        if summary["set"] in images:
+        if summary["set"] in images and not summary.get("model") == BASELINE_MODEL:
             lines += ["", f"![scores on {summary['set']}]({images[summary['set']]})"]
     return "\n".join(lines) + "\n"
 
 
-def plot_scores(summary: Dict, png_path: Path) -> Path:
-    """One bar chart per metric (x100), one bar per decode; missing metrics named under the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    decodes = list(summary["decodes"])
-    computed = [m for m in summary["metrics"] if m not in summary["missing"]]
-    cols = min(4 if len(decodes) <= 5 else 3, max(1, len(computed)))
-    rows = max(1, math.ceil(len(computed) / cols))
-    width = max(3.0, 0.38 * len(decodes) + 1.0)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * width, rows * 2.9), squeeze=False, layout="constrained")
-    colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(decodes))]
-    for ax, metric in zip(axes.flat, computed):
-        values = [100 * summary["decodes"][d]["corpus"][metric] for d in decodes]
-        bars = ax.bar(range(len(decodes)), values, color=colors)
-        ax.set_title(DISPLAY[metric] + (" (lower is better)" if metric == "fer" else ""), fontsize=10)
-        ax.set_xticks(range(len(decodes)))
-        ax.set_xticklabels(decodes, rotation=45, ha="right", fontsize=8)
-        top = max(values + [1e-9])
-        ax.set_ylim(0, top * 1.2)
-        ax.tick_params(axis="y", labelsize=8)
-        for bar, value in zip(bars, values):
-            ax.text(bar.get_x() + bar.get_width() / 2, value + top * 0.02, f"{value:.1f}", ha="center", fontsize=7)
-    for ax in list(axes.flat)[len(computed) :]:
-        ax.axis("off")
-    title = f"{summary['set']}: {summary['n_clips']} clips, scores x100"
-    if summary["missing"]:
-        title += "\nmissing (see RESULTS.md): " + ", ".join(DISPLAY[m] for m in summary["missing"])
-    fig.suptitle(title, fontsize=11)
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-    return png_path
+def _image_name(set_name: str) -> str:
+    return "images/scores_" + re.sub(r"[^\w.-]+", "_", set_name) + ".png"
 
 
 def write_results(md_path: Path, summaries: Sequence[Dict], title: str = "") -> List[Path]:
     """Write RESULTS.md and one ``images/scores_<set>.png`` per set next to it (ESPnet keeps a packed
     model's figures in ``images/``); returns the files written."""
     md_path = Path(md_path)
-    images = {s["set"]: "images/scores_" + re.sub(r"[^\w.-]+", "_", s["set"]) + ".png" for s in summaries}
-    written = [plot_scores(s, md_path.parent / images[s["set"]]) for s in summaries]
-    md_path.write_text(render_results_md(summaries, title, images))
+    by_set: Dict[str, Dict[str, Dict]] = {}
+    for summary in summaries:
+        by_set.setdefault(summary["set"], {})[summary.get("model", "")] = summary
+    images, written = {}, []
+    for set_name, models in by_set.items():
+        baseline = models.get(BASELINE_MODEL)
+        main = next((s for m, s in models.items() if m != BASELINE_MODEL), baseline)
+        images[set_name] = _image_name(set_name)
+        inputs = set_figure_inputs(main, baseline if baseline is not main else None)
+        written.append(plot_set(png_path=md_path.parent / images[set_name], **inputs))
+    write_atomically(md_path, [render_results_md(summaries, title, images).rstrip("\n")])
     return [md_path] + written

@@ -140,7 +140,7 @@ def test_spice_batched_equals_aac_metrics_per_decode_and_spider_formula(tmp_path
         pytest.skip("SPICE resources missing: " + "; ".join(", ".join(c.missing) for c in blocking))
     from aac_metrics.functional.spice import spice
 
-    from espnet_slam_aac.scoring.metrics import _java_accepted
+    from espnet_slam_aac.scoring.backends import java_accepted
 
     refs = {"a": ["a man speaks", "someone speaks"], "b": ["rain is falling hard on a surface"]}
     decodes = {"one": {"a": "a man is speaking", "b": "rain falls"}, "two": {"a": "a man is speaking", "b": "a dog"}}
@@ -148,7 +148,7 @@ def test_spice_batched_equals_aac_metrics_per_decode_and_spider_formula(tmp_path
         refs, decodes, found, metrics=["cider_d", "spice", "spider"], normalization=TextNormalization(False)
     )
     for name, hyps in decodes.items():
-        with _java_accepted():
+        with java_accepted():
             _, sents = spice(
                 [hyps["a"], hyps["b"]],
                 [refs["a"], refs["b"]],

@@ -53,6 +53,7 @@ def test_results_md_has_environment_settings_table_x100_and_missing_metrics_with
     assert "## exp/aac_toy" in lines and "- note: `toy`" in lines and "  - beam_sizes: `[2, 3, 4, 5, 6, 7, 8]`" in lines
     assert "- clips: 3; references per clip: 3 (1 clips), 2 (1 clips), 1 (1 clips)" in lines
     header = "|decode|BLEU-1|BLEU-2|BLEU-3|BLEU-4|METEOR|ROUGE-L|CIDEr-D|SPICE|SPIDEr|SPIDEr-FL|FENSE|SBERT-sim|FER|"
+    header += "vocab|"
     assert header in lines
     rows = [line for line in lines if line.startswith("|beam") or line.startswith("|1best") or line.startswith("|clap")]
     assert [r.split("|")[1] for r in rows] == [f"beam{n}" for n in range(2, 9)] + ["1best", "clap_refine"]
