@@ -393,6 +393,27 @@ def test_read_references_needs_text_spk_files(tmp_path):
         read_references(data)
 
 
+def test_read_references_needs_only_the_text_spk_files(tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "text_spk1").write_text("b rain falls\na a man speaks\n")  # unsorted, no wav.scp or utt2dur
+    (refs / "text_spk2").write_text("a someone speaks\n")
+    assert read_references(refs) == {"a": ["a man speaks", "someone speaks"], "b": ["rain falls"]}
+    (refs / "text_spk3").write_text("c a bell\n")
+    with pytest.raises(DataError, match=r"text_spk3: 1 key\(s\) not in text_spk1 \(c\)"):
+        read_references(refs)
+    (refs / "text_spk3").unlink()
+    (refs / "text_spk4").write_text("a x\n")
+    with pytest.raises(DataError, match="not numbered 1..3 without gaps"):
+        read_references(refs)
+    (refs / "text_spk4").unlink()
+    (refs / "text_spk2").write_text("a someone speaks\nb\n")
+    with pytest.raises(DataError, match=r"text_spk2:2: key 'b' has no caption"):
+        read_references(refs)
+    with pytest.raises(DataError, match="not a folder"):
+        read_references(tmp_path / "absent")
+
+
 # ------------------------------------------------------------------------------- resources (no network)
 
 
