@@ -107,6 +107,40 @@ def test_missing_hypotheses_stop_before_any_scoring(tmp_path):
     assert not Path("/nonexistent").exists()
 
 
+def test_references_alone_are_scored_with_candidates_oracles_and_a_figure(tmp_path, capsys):
+    """--ref_dir holding only text_spk1..N (no wav.scp, utt2num_samples or utt2dur); --decode_dir's
+    candidates.jsonl gives the oracle rows; no Java needed without PTB tokenization."""
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "text_spk1").write_text("clip1 a man speaks\nclip2 rain is falling hard on a surface\n")
+    (refs / "text_spk2").write_text("clip1 someone speaks\n")
+    decode = tmp_path / "decode"
+    (decode / "beam2").mkdir(parents=True)
+    (decode / "text").write_text("clip1 a man is speaking\nclip2 rain falls\n")
+    (decode / "beam2" / "text").write_text("clip1 someone speaks\nclip2 heavy rain falls hard\n")
+    cands = {"clip1": ["a man is speaking", "someone speaks"], "clip2": ["rain falls", "heavy rain falls hard"]}
+    (decode / "candidates.jsonl").write_text(
+        "".join(json.dumps({"key": k, "candidates": [{"text": t} for t in c]}) + "\n" for k, c in cands.items())
+    )
+    aac_score.main(
+        ["--ref_dir", str(refs), "--decode_dir", str(decode), "--no_ptb_tokenize", "--cache_dir", str(tmp_path / "c")]
+        + ["--metrics", "bleu_1", "cider_d", "spider", "vocab", "--oracle_metrics", "cider_d", "spider_fl"]
+    )
+    summary = json.loads((decode / "score" / "scores.json").read_text())
+    assert list(summary["decodes"]) == ["1best", "beam2", "oracle_cider_d"]
+    assert summary["reach"]["oracles"] == {"oracle_cider_d": "cider_d"}
+    assert "spider_fl is not among the metrics scored" in summary["reach"]["missing"]["oracle_spider_fl"]
+    lines = [json.loads(line) for line in (decode / "score" / "scores.jsonl").read_text().splitlines()]
+    oracle = {line["key"]: line["hyp"] for line in lines if line["decode"] == "oracle_cider_d"}
+    assert oracle == {"clip1": "someone speaks", "clip2": "heavy rain falls hard"}
+    md = (decode / "score" / "RESULTS.md").read_text()
+    assert "#### What the candidates could reach (candidates per clip: 2 (2 clips))" in md
+    assert "|oracle_cider_d (best candidate by CIDEr-D)|" in md
+    assert (decode / "score" / "images" / "scores_refs.png").stat().st_size > 10000
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["decode", "BLEU-1", "CIDEr-D", "vocab"] and printed[3].startswith("oracle_cider_d")
+
+
 def test_hypothesis_names_and_decode_dir_discovery(tmp_path):
     for sub in ("", "beam10", "beam2", "beam3", "clap_refine", "logdir"):
         (tmp_path / sub).mkdir(exist_ok=True)
