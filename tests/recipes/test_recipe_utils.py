@@ -1,9 +1,13 @@
 """The recipe's shell tools (egs2/TEMPLATE/aac1/utils), run as real subprocesses."""
 
+import fcntl
 import os
+import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -246,3 +250,144 @@ def test_split_keys_is_contiguous_balanced_and_refuses_more_parts_than_keys(tmp_
     keys.write_text("k1 a\n\nk2 b\n")
     out = split_keys(tmp_path, keys, 1, "split")
     assert out.returncode == 1 and "wav.scp:2: empty line" in out.stderr
+
+
+# ---------------------------------------------------------------- run.py: console lines, stopping, no orphans
+
+
+def test_run_tee_shows_prefixed_lines_on_stderr_and_logs_everything(tmp_path):
+    out = run_py(tmp_path, "--tee", "progress:", "t.log", "echo", "a", ";", "echo", "progress: 1/2", ";", "echo", "b")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == ["progress: 1/2"] and out.stdout == ""
+    assert ["a", "progress: 1/2", "b"] == (tmp_path / "t.log").read_text().splitlines()[3:6]
+
+
+def processes_with(marker: str) -> dict:
+    """PID -> command line (words joined by spaces) of the live processes whose command line holds ``marker``."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError, UnicodeDecodeError):
+            continue
+        if marker in cmdline and state != "Z":
+            found[int(entry)] = cmdline
+    return found
+
+
+def sleeps(seconds: str) -> list:
+    return [p for p, cmd in processes_with(seconds).items() if cmd == f"sleep {seconds}"]
+
+
+def wait_until(condition, seconds: float = 30.0) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_run_stops_what_a_job_left_running_when_the_job_ends(tmp_path):
+    marker = f"{os.getpid()}{time.time_ns() % 10**6}"
+    out = run_py(tmp_path, "bg.log", "sleep", f"9{marker}", "&", "echo", "started")
+    assert out.returncode == 0, out.stderr
+    assert "stopping 1 process(es) the job left running" in (tmp_path / "bg.log").read_text()
+    assert wait_until(lambda: not processes_with(f"9{marker}"), 10)
+
+
+STAGE = """#!/usr/bin/env bash
+# a recipe stage in miniature: hold the output dir, run jobs through run.py (a grandchild sleep in each)
+set -euo pipefail
+python=${{PYTHON}}
+. {utils}/lock.sh
+hold exp/x
+{utils}/run.py JOB=1:2 exp/x/log/job.JOB.log true '&&' sleep "$1" || exit 1
+release exp/x
+"""
+
+
+@pytest.fixture
+def stage(tmp_path):
+    (tmp_path / "stage.sh").write_text(STAGE.format(utils=UTILS))
+    (tmp_path / "run.sh").write_text('#!/usr/bin/env bash\nexec bash stage.sh "$@"\n')
+    return tmp_path
+
+
+def start_run(cwd: Path, seconds: str) -> subprocess.Popen:
+    """./run.sh as a user starts it: its own process group (a terminal's job)."""
+    return subprocess.Popen(
+        ["bash", "run.sh", seconds],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+
+
+@pytest.mark.parametrize("target", ["process group", "run.sh", "runner"])
+def test_kill_9_of_the_run_leaves_no_job_running_and_the_next_run_takes_over_its_lock(stage, target):
+    seconds = f"7{os.getpid()}{time.time_ns() % 10**6}"  # a number no other process holds
+    run = start_run(stage, seconds)
+    assert wait_until(lambda: len(sleeps(seconds)) == 2)
+    (runner,) = processes_with(f"run.py JOB=1:2 exp/x/log/job.JOB.log true && sleep {seconds}")
+
+    second = subprocess.run(
+        ["bash", "run.sh", "0"], cwd=stage, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}
+    )
+    assert second.returncode == 1
+    assert f"exp/x is in use by another run: PID {run.pid} on " in second.stderr
+    assert f"bash stage.sh {seconds}" in second.stderr and f"kill {run.pid}" in second.stderr
+
+    if target == "process group":
+        os.killpg(run.pid, signal.SIGKILL)
+    else:
+        os.kill(run.pid if target == "run.sh" else runner, signal.SIGKILL)
+    run.wait()
+    assert wait_until(lambda: not processes_with(seconds)), processes_with(seconds)
+
+    third = subprocess.run(
+        ["bash", "run.sh", "0"], cwd=stage, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}
+    )
+    assert third.returncode == 0, third.stderr
+    if target != "runner":  # the runner's death ends the stage with an error: its lock is released
+        assert f"taking over exp/.x.lock from the run PID {run.pid} on " in third.stderr
+    assert (stage / "exp/.x.lock").read_text() == ""  # released: the next run has nothing to take over
+
+
+def test_interrupt_stops_the_jobs_and_says_so(stage):
+    seconds = f"8{os.getpid()}{time.time_ns() % 10**6}"
+    run = start_run(stage, seconds)
+    assert wait_until(lambda: len(sleeps(seconds)) == 2)
+    os.killpg(run.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    assert run.wait(30) != 0
+    assert "run.py: stopped by signal 2; its jobs were stopped" in run.stderr.read()
+    assert wait_until(lambda: not processes_with(seconds))
+    assert (stage / "exp/x/log/job.1.log").read_text().splitlines()[-1].startswith("# Stopped by signal 2")
+
+
+def test_a_lock_still_held_by_processes_of_an_ended_run_names_them(tmp_path):
+    # The run's script (a finished process) recorded itself; one of its processes still has the lock file open.
+    script = subprocess.Popen(["sleep", "0"])
+    script.wait()
+    lock = tmp_path / "exp" / ".x.lock"
+    lock.parent.mkdir()
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"pid={script.pid}\nhost={socket.gethostname()}\nstarted=then\ncommand=bash old.sh\n".encode())
+    orphan = subprocess.Popen(["sleep", "60"], pass_fds=(fd,))
+    os.close(fd)
+    try:
+        out = sh(f"python={sys.executable}; . {UTILS}/lock.sh; hold exp/x; echo held", tmp_path)
+        assert out.returncode == 1 and "held" not in out.stdout
+        assert f"its script (PID {script.pid} on " in out.stderr and "bash old.sh) has ended" in out.stderr
+        assert f"still hold exp/.x.lock: PIDs {orphan.pid}" in out.stderr
+    finally:
+        orphan.kill()
+        orphan.wait()
+    out = sh(f"python={sys.executable}; . {UTILS}/lock.sh; hold exp/x; echo held", tmp_path)
+    assert out.returncode == 0 and "held" in out.stdout
+    assert f"taking over exp/.x.lock from the run PID {script.pid}" in out.stderr

@@ -11,7 +11,14 @@ as they are (a bare ``|`` is a pipe), others are quoted, as Kaldi's run.pl does.
 Each LOG starts with the command and the start time and ends with ``# Ended (code C) at ...,
 elapsed time S s``. The runner always runs what it is given; skipping finished work is the caller's
 business. The exit status is 0 when every job succeeded; otherwise it names the failed jobs and their
-logs and exits 1.
+logs and exits 1. ``--tee PREFIX``: lines of the logs that start with PREFIX are also printed on the
+runner's stderr as they are written (training's progress lines on the console).
+
+No job outlives the runner (Linux): each job runs in its own process group under a small leader process
+(this script, ``--job_leader``) that the kernel signals when the runner dies, even by ``kill -9``; the
+leader then stops the job's whole group (SIGTERM, SIGKILL after GRACE seconds). The runner itself stops
+its jobs on SIGINT/SIGTERM and when its parent (the recipe's shell) dies. When a job ends, processes it
+left running in its group are stopped too. Jobs read no stdin.
 
 Backends:
   local  (default) runs the jobs on this machine, at most --max_jobs_run at a time. With --gpu G and
@@ -24,6 +31,7 @@ Backends:
 """
 
 import argparse
+import ctypes
 import datetime
 import os
 import re
@@ -36,6 +44,9 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 RANGE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d+):(\d+)$")
+GRACE = 10  # seconds a stopped job has between SIGTERM and SIGKILL
+LEADER = "--job_leader"  # argv[1] of this script as a job's leader: LEADER RUNNER_PID -- COMMAND...
+PR_SET_PDEATHSIG = 1
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -53,6 +64,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_nodes", type=int, default=1, help="nodes per job (slurm)")
     parser.add_argument("--config", default=None, help="file of extra sbatch options (slurm)")
     parser.add_argument("--sbatch", default="sbatch", help="sbatch executable (slurm)")
+    parser.add_argument("--tee", default=None, metavar="PREFIX", help="also print log lines starting with PREFIX")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -98,19 +110,133 @@ def now() -> str:
     return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def die_with_parent(signum: int, parent: int) -> bool:
+    """Have the kernel send ``signum`` to this process when its parent dies (Linux ``PR_SET_PDEATHSIG``, which
+    holds even when the parent is killed by SIGKILL). False when ``parent`` is already gone."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: jobs are stopped on SIGINT/SIGTERM only
+        pass
+    return os.getppid() == parent
+
+
+def group_members(group: int) -> List[int]:
+    """Live processes of process group ``group`` (from /proc; zombies left out)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        if state != "Z" and int(pgrp) == group:
+            members.append(int(entry))
+    return members
+
+
+def wait_gone(pids: List[int], group: int, seconds: float) -> List[int]:
+    deadline = time.time() + seconds
+    while pids and time.time() < deadline:
+        time.sleep(0.1)
+        pids = [p for p in group_members(group) if p in pids]
+    return pids
+
+
+def lead(runner: int, words: List[str]) -> int:
+    """A job's leader, in the job's own process group: runs the job; when the runner dies or signals the group,
+    stops the whole group (SIGTERM, SIGKILL after GRACE s); stops what the job left running when it ends."""
+    group, me = os.getpgrp(), os.getpid()
+    stopping = []
+
+    def stop(signum, _frame):
+        if not stopping:  # the group's SIGTERM reaches this leader too, and lands here again
+            stopping.append(signum)
+            signal.signal(signal.SIGALRM, lambda *_: os.killpg(group, signal.SIGKILL))
+            signal.alarm(GRACE)
+            os.killpg(group, signal.SIGTERM)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
+    if not die_with_parent(signal.SIGTERM, runner) or stopping:
+        return 128 + signal.SIGTERM
+    proc = subprocess.Popen(words, stdin=subprocess.DEVNULL, close_fds=False)
+    if stopping:  # a stop that came while the job started
+        os.killpg(group, signal.SIGTERM)
+    code = proc.wait()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    left = [p for p in group_members(group) if p != me]
+    left = wait_gone(left, group, 1.0)  # e.g. data loader workers, ending after their parent
+    if left:
+        print(f"# run.py: stopping {len(left)} process(es) the job left running: {left}", flush=True)
+        os.killpg(group, signal.SIGTERM)
+        for pid in wait_gone(left, group, 3.0):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return code if code >= 0 else 128 - code
+
+
+class Follower:
+    """``--tee PREFIX``: prints the lines of growing job logs that start with PREFIX on stderr."""
+
+    def __init__(self, prefix: Optional[str]):
+        self.prefix = prefix
+        self.files = {}  # log path -> [binary handle, unfinished line]
+
+    def add(self, log: Path) -> None:
+        if self.prefix:
+            self.files[log] = [open(log, "rb"), b""]
+
+    def poll(self) -> None:
+        for state in self.files.values():
+            data = state[0].read()
+            if data:
+                lines = (state[1] + data).split(b"\n")
+                state[1] = lines.pop()
+                for line in lines:
+                    text = line.decode("utf-8", errors="replace").rstrip("\r")
+                    if text.startswith(self.prefix):
+                        print(text, file=sys.stderr, flush=True)
+
+    def remove(self, log: Path) -> None:
+        self.poll()
+        state = self.files.pop(log, None)
+        if state:
+            state[0].close()
+
+
 def run_local(args, var: str, first: int, last: int, log: str, command: str) -> int:
     gpus = visible_gpus() if args.gpu > 0 and last > first else []
     pending = list(range(first, last + 1))
     limit = args.max_jobs_run if args.max_jobs_run > 0 else len(pending)
-    running = {}  # index -> (process, log file, start time)
+    running = {}  # index -> (leader process, log file, start time)
     failed = []
+    follower = Follower(args.tee)
+    stopping = []
 
     def stop(signum, _frame):
+        # Each job's group gets SIGTERM (its leader SIGKILLs it after GRACE s); a second signal kills at once.
         for proc, _, _ in running.values():
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGKILL if stopping else signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        if stopping:
+            raise SystemExit(128 + signum)
+        stopping.append(signum)
+        deadline = time.time() + GRACE + 5
+        for proc, handle, _ in running.values():
+            try:
+                proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                pass
+            handle.write(f"# Stopped by signal {signum} at {now()}\n")
+            handle.close()
+        follower.poll()
+        print(f"run.py: stopped by signal {signum}; its jobs were stopped (see {log})", file=sys.stderr)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGINT, stop)
@@ -129,19 +255,25 @@ def run_local(args, var: str, first: int, last: int, log: str, command: str) -> 
             handle = open(job_log, "w", encoding="utf-8")
             handle.write(f"# {job_command}\n# Started at {now()}\n#\n")
             handle.flush()
+            follower.add(job_log)
+            leader = [sys.executable, os.path.abspath(__file__), LEADER, str(os.getpid()), "--"]
             proc = subprocess.Popen(
-                ["bash", "-c", job_command],
+                leader + ["bash", "-c", job_command],
+                stdin=subprocess.DEVNULL,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 env=env,
-                start_new_session=True,
+                process_group=0,
+                close_fds=False,  # a lock the caller holds (utils/lock.sh) stays held while any job lives
             )
             running[index] = (proc, handle, time.time())
+        follower.poll()
         for index in list(running):
             proc, handle, started = running[index]
             if proc.poll() is None:
                 continue
             elapsed = time.time() - started
+            follower.remove(Path(substitute(log, var, index)))
             handle.write(f"# Accounting: time={elapsed:.0f} threads={args.num_threads}\n")
             handle.write(f"# Ended (code {proc.returncode}) at {now()}, elapsed time {elapsed:.0f} s\n")
             handle.close()
@@ -219,6 +351,11 @@ def ended_ok(log: Path) -> bool:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [LEADER]:
+        return lead(int(argv[1]), argv[3:])
+    if not die_with_parent(signal.SIGTERM, os.getppid()):
+        raise SystemExit("run.py: the calling process has ended; nothing was run")
     args = get_parser().parse_args(argv)
     var, first, last, log, words = split_rest(args.rest)
     if args.backend == "local":
