@@ -23,3 +23,7 @@ class ConfigError(SlamAACError):
 
 class MetricResourceError(SlamAACError):
     """A scoring metric lacks the jars or models it needs."""
+
+
+class TrainingError(SlamAACError):
+    """Training cannot go on: the loss stopped being finite, or no step could update the model."""

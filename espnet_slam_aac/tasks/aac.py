@@ -15,7 +15,8 @@ audio, prompt and EOS.
 """
 
 import argparse
-from typing import Callable, Collection, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Callable, Collection, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from espnet2.train.collate_fn import CommonCollateFn
 from espnet2.train.preprocessor import AbsPreprocessor
 from espnet2.utils.types import str2bool
 
-from espnet_slam_aac.errors import ConfigError, DataError
+from espnet_slam_aac.errors import AudioError, ConfigError, DataError
 from espnet_slam_aac.model.decoder import (
     DEFAULT_LLM,
     DEFAULT_PROMPT,
@@ -43,7 +44,8 @@ from espnet_slam_aac.model.encoder import EATEncoder
 from espnet_slam_aac.model.frontend import EATFbank
 from espnet_slam_aac.model.projector import AbsProjector, LinearProjector
 from espnet_slam_aac.model.slam_aac import SlamAAC, cast_frozen
-from espnet_slam_aac.tasks.monitor import ProgressTrainer
+from espnet_slam_aac.tasks.guard import GuardedTrainer
+from espnet_slam_aac.utils.checkpoint import safe_torch_load
 
 FROZEN_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -76,14 +78,23 @@ def resolve_frozen_dtype(name: str, ngpu: int) -> torch.dtype:
 
 
 class CaptionPreprocessor(AbsPreprocessor):
-    """``text`` (a caption string) -> int64 token ids of the caption as it follows the prompt (no EOS)."""
+    """``text`` (a caption string) -> int64 token ids of the caption as it follows the prompt (no EOS);
+    ``speech`` is checked to be finite (a NaN/inf sample would make the loss NaN), named by key."""
 
-    def __init__(self, train: bool, captions: CaptionTokenizer, text_name: str = "text"):
+    def __init__(self, train: bool, captions: CaptionTokenizer, text_name: str = "text", speech_name: str = "speech"):
         super().__init__(train)
         self.captions = captions
         self.text_name = text_name
+        self.speech_name = speech_name
 
     def __call__(self, uid: str, data: Dict) -> Dict[str, np.ndarray]:
+        speech = data.get(self.speech_name)
+        if speech is not None and not np.isfinite(speech).all():
+            bad = int(np.size(speech) - np.isfinite(speech).sum())
+            raise AudioError(
+                f"utterance {uid!r}: {bad} NaN or infinite samples in '{self.speech_name}'; fix or drop the file "
+                "(validate-data --check_audio finds every such file)"
+            )
         if self.text_name in data:
             caption = data[self.text_name].strip()
             if not caption:
@@ -104,7 +115,8 @@ class AACTask(AbsTask):
         model_choices,
     ]
 
-    trainer = ProgressTrainer  # ESPnet's, plus a progress line on stderr (tasks/monitor.py)
+    # ESPnet's, plus a progress line on stderr (tasks/monitor.py), stopping on non-finite losses (tasks/guard.py)
+    trainer = GuardedTrainer
 
     @classmethod
     def get_parser(cls):
@@ -165,7 +177,18 @@ class AACTask(AbsTask):
             # collect-stats only measures shapes (there are no feature statistics to gather), so ESPnet can skip
             # building the model, and loading the LLM
             args.model_conf = {**args.model_conf, "extract_feats_in_collect_stats": False}
-        super().main_worker(args)
+        with safe_torch_load():  # --init_param, --resume, averaging: no checkpoint runs code (utils/checkpoint.py)
+            super().main_worker(args)
+
+    @classmethod
+    def build_model_from_file(
+        cls,
+        config_file: Optional[Union[Path, str]] = None,
+        model_file: Optional[Union[Path, str]] = None,
+        device: str = "cpu",
+    ) -> Tuple[SlamAAC, argparse.Namespace]:
+        with safe_torch_load():  # ESPnet reads model_file with torch.load(weights_only=False)
+            return super().build_model_from_file(config_file, model_file, device)
 
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> SlamAAC:
