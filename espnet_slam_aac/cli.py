@@ -22,6 +22,7 @@ COMMANDS = {
     "pack": ("pack", "pack a trained model: config, trained weights, frozen-source references, model card"),
     "upload": ("upload", "upload a packed model to the Hugging Face Hub"),
     "clap-refine": ("clap_refine", "choose each clip's caption among its n-best candidates with a CLAP"),
+    "refine-tune": ("refine_tune", "tune CLAP-Refine's LM weight on a validation set by a metric"),
     "score": ("aac_score", "score decodes against all references with the AAC metrics, write RESULTS.md"),
     "fetch-metric-resources": ("fetch_metric_resources", "link or download the jars and models the metrics need"),
 }
