@@ -1,11 +1,15 @@
 """CLAP checkpoint loading: upstream key layouts land where they belong; bad files fail naming file and key."""
 
 import argparse
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 import yaml
 
@@ -269,6 +273,22 @@ def test_pickle_carrying_code_is_refused_and_never_run(tmp_path, tiny_claps):
     with pytest.raises(CheckpointError, match=r"best_model\.pt: refused to unpickle.*globals? .*pathlib"):
         load_clap(str(folder))
     assert not marker.exists()
+
+
+def test_clap_refine_command_refuses_a_pickle_carrying_code(tmp_path, tiny_claps):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({**torch.load(tiny_claps["laion"], weights_only=True), "extra": _Payload(marker)}, evil)
+    (tmp_path / "data").mkdir()
+    soundfile.write(tmp_path / "a.wav", np.full(16000, 0.1, dtype=np.float32), 16000)
+    (tmp_path / "data" / "wav.scp").write_text(f"a {tmp_path / 'a.wav'}\n", encoding="utf-8")
+    candidate = {"key": "a", "candidates": [{"text": "a tone", "beam_size": 2, "logprob": -1.0, "length": 2}]}
+    (tmp_path / "candidates.jsonl").write_text(json.dumps(candidate) + "\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "espnet_slam_aac.cli", "clap-refine", "--clap", str(evil)]
+    cmd += ["--candidates", str(tmp_path / "candidates.jsonl"), "--data_dir", str(tmp_path / "data")]
+    run = subprocess.run(cmd + ["--out_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert f"{evil}: refused to unpickle" in run.stderr and not marker.exists()
 
 
 def test_ase_without_its_config_yaml_says_what_is_missing(tmp_path, tiny_claps):

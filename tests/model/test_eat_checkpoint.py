@@ -3,6 +3,8 @@
 import argparse
 import collections
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +239,18 @@ def test_pickled_code_is_never_run(checkpoints, tmp_path):
     with pytest.raises(CheckpointError, match="evil.pt: refused to unpickle.*globals? .*pathlib"):
         load_eat_model(str(path))
     assert not marker.exists()
+
+
+def test_eat_features_command_refuses_pickled_code(checkpoints, audio_files, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": checkpoints["fairseq_state"], "extra_state": Payload(marker)}, path)
+    cmd = [sys.executable, "-m", "espnet_slam_aac.cli", "eat-features", "--checkpoint", str(path)]
+    cmd += ["--wav", str(audio_files["10s_16k"]), "--out", str(tmp_path / "f.npy"), "--device", "cpu"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert f"error: {path}: refused to unpickle" in run.stderr and "pathlib" in run.stderr
+    assert not marker.exists() and not (tmp_path / "f.npy").exists()
 
 
 def test_missing_paths(checkpoints, tmp_path):
