@@ -25,6 +25,23 @@ DEFAULT_PROMPT = "Describe the audio you hear."
 DEFAULT_TEMPLATE = "USER: {} \n ASSISTANT:"
 DEFAULT_LORA = dict(r=8, alpha=32, dropout=0.05, target_modules=["q_proj", "v_proj"])
 IGNORE_ID = -100  # label of positions without loss (audio, prompt, padding)
+# How many more embeddings than tokenizer entries an LLM may have: tables are padded to a multiple of 64/128 and
+# some reserve unused ids (Qwen2: 271, Phi-2: 905), never more than an eighth of the table. A larger gap means the
+# tokenizer is not this LLM's (a folder without tokenizer.model makes transformers build a 3-token tokenizer).
+MAX_VOCAB_PADDING = 1024
+
+
+def check_tokenizer_fits(tokenizer, vocab_size: int, llm: str) -> None:
+    """ConfigError unless ``tokenizer`` covers the LLM's vocabulary of ``vocab_size`` embeddings (within padding)."""
+    n, padding = len(tokenizer), min(MAX_VOCAB_PADDING, vocab_size // 8)
+    if n > vocab_size or vocab_size - n > padding:
+        source = getattr(tokenizer, "name_or_path", "?")
+        raise ConfigError(
+            f"the tokenizer from {source} ({n} tokens) does not fit the LLM {llm} ({vocab_size} embeddings, at most "
+            f"{padding} of them padding): its captions would be garbage. Is the tokenizer file "
+            "(tokenizer.model or tokenizer.json) missing there? Point decoder_conf.tokenizer_name_or_path at the "
+            "LLM's own tokenizer"
+        )
 
 
 def load_tokenizer(name_or_path: str):
@@ -56,6 +73,13 @@ class CaptionTokenizer:
         self.tokenizer = tokenizer
         self.prompt_text = template.format(prompt)
         self._prompt_pieces = self._pieces(self.prompt_text)
+        specials = set(tokenizer.all_special_ids)
+        if not [i for i in self._prompt_pieces if i not in specials]:
+            raise ConfigError(
+                f"the tokenizer from {getattr(tokenizer, 'name_or_path', '?')} encodes the prompt "
+                f"{self.prompt_text!r} to special tokens only ({self._prompt_pieces}): it has no vocabulary (is its "
+                "tokenizer.model or tokenizer.json missing?)"
+            )
         encoded = list(tokenizer(self.prompt_text)["input_ids"])
         n = len(self._prompt_pieces)
         start = next((i for i in range(len(encoded)) if encoded[i : i + n] == self._prompt_pieces), None)
@@ -133,11 +157,14 @@ class LLMDecoder(nn.Module):
 
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or torch.float32
         self.tokenizer = load_tokenizer(tokenizer_name_or_path or model_name_or_path)
+        config = AutoConfig.from_pretrained(model_name_or_path)
+        check_tokenizer_fits(self.tokenizer, config.get_text_config().vocab_size, model_name_or_path)
         self.captions = CaptionTokenizer(self.tokenizer, prompt, template)
         if load_pretrained_weights:
-            llm = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=dtype)
+            llm = AutoModelForCausalLM.from_pretrained(model_name_or_path, config=config, dtype=dtype)
         else:
-            llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_name_or_path), dtype=dtype)
+            llm = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        check_tokenizer_fits(self.tokenizer, llm.get_input_embeddings().num_embeddings, model_name_or_path)
         llm.requires_grad_(False)
         if lora is not None:
             from peft import get_peft_model

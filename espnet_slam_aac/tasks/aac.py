@@ -38,6 +38,7 @@ from espnet_slam_aac.model.decoder import (
     DEFAULT_TEMPLATE,
     CaptionTokenizer,
     LLMDecoder,
+    check_tokenizer_fits,
     load_tokenizer,
 )
 from espnet_slam_aac.model.encoder import EATEncoder
@@ -157,10 +158,13 @@ class AACTask(AbsTask):
         if not args.use_preprocessor:
             return None
         conf = args.decoder_conf
-        name = conf.get("tokenizer_name_or_path") or conf.get("model_name_or_path", DEFAULT_LLM)
-        captions = CaptionTokenizer(
-            load_tokenizer(name), conf.get("prompt", DEFAULT_PROMPT), conf.get("template", DEFAULT_TEMPLATE)
-        )
+        from transformers import AutoConfig
+
+        llm = conf.get("model_name_or_path", DEFAULT_LLM)
+        tokenizer = load_tokenizer(conf.get("tokenizer_name_or_path") or llm)
+        check_tokenizer_fits(tokenizer, AutoConfig.from_pretrained(llm).get_text_config().vocab_size, llm)
+        prompt, template = conf.get("prompt", DEFAULT_PROMPT), conf.get("template", DEFAULT_TEMPLATE)
+        captions = CaptionTokenizer(tokenizer, prompt, template)
         return CaptionPreprocessor(train, captions)
 
     @classmethod

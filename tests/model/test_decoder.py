@@ -1,8 +1,19 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from espnet_slam_aac.errors import ConfigError
-from espnet_slam_aac.model.decoder import DEFAULT_LORA, IGNORE_ID, CaptionTokenizer, LLMDecoder
+from espnet_slam_aac.model.decoder import (
+    DEFAULT_LORA,
+    IGNORE_ID,
+    CaptionTokenizer,
+    LLMDecoder,
+    check_tokenizer_fits,
+)
 
 WORDS = ["▁USER:", "▁Describe", "▁the", "▁audio", "▁you", "▁hear.", "▁\n", "▁ASSISTANT:", "▁dog", "▁barks"]
 
@@ -82,3 +93,35 @@ def test_base_weights_take_the_given_dtype_and_lora_stays_float32(tiny_llm):
     embeds = torch.randn(2, 5, decoder.hidden_size)
     logits = decoder(embeds, torch.ones(2, 5, dtype=torch.long))
     assert logits.shape == (2, 5, len(decoder.tokenizer))
+
+
+FIXTURE_MODEL = Path(__file__).resolve().parents[1] / "fixtures" / "premove_packed" / "model"
+
+
+def test_packed_model_without_its_tokenizer_file_fails_caption_naming_tokenizer_and_llm(tmp_path):
+    """transformers builds a 3-token tokenizer from tokenizer_config.json alone: every caption would be empty."""
+    packed = tmp_path / "model"
+    shutil.copytree(FIXTURE_MODEL, packed)
+    (packed / "sources" / "llm" / "tokenizer.model").unlink()
+    clip = FIXTURE_MODEL.parent / "clips" / "clip0.wav"
+    cmd = [sys.executable, "-m", "espnet_slam_aac.cli", "caption", str(clip), "--model", str(packed)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and run.stdout == "" and "Traceback" not in run.stderr, run.stderr[-2000:]
+    llm = packed / "sources" / "llm"
+    assert f"error: the tokenizer from {llm} (3 tokens) does not fit the LLM {llm} (320 embeddings" in run.stderr
+
+
+def test_tokenizer_must_cover_the_llm_vocabulary_within_padding():
+    tokenizer = fixed_tokenizer()
+    n = len(tokenizer)
+    check_tokenizer_fits(tokenizer, n, "llm")
+    check_tokenizer_fits(tokenizer, n + n // 8, "llm")  # an embedding table padded to a round size
+    with pytest.raises(ConfigError, match=r"tokenizer .* does not fit the LLM big-llm"):
+        check_tokenizer_fits(tokenizer, n * 100, "big-llm")
+    with pytest.raises(ConfigError, match="does not fit"):
+        check_tokenizer_fits(tokenizer, n - 1, "llm")  # ids past the embedding table
+
+
+def test_prompt_of_special_tokens_only_is_refused():
+    with pytest.raises(ConfigError, match="encodes the prompt .* to special tokens only"):
+        CaptionTokenizer(fixed_tokenizer(), prompt="", template="{}")
