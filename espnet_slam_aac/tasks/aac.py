@@ -15,6 +15,7 @@ audio, prompt and EOS.
 """
 
 import argparse
+import inspect
 from pathlib import Path
 from typing import Callable, Collection, Dict, List, Optional, Tuple, Union
 
@@ -76,6 +77,37 @@ def resolve_frozen_dtype(name: str, ngpu: int) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     return getattr(torch, name)
+
+
+# constructor arguments the task fills in itself, per component: not keys of its *_conf section
+TASK_SET = dict(
+    frontend=(),
+    specaug=(),
+    encoder=(),
+    decoder=(),  # dtype: build_model explains that --frozen_dtype sets it
+    projector=("input_size", "output_size"),
+    model=("frontend", "specaug", "encoder", "projector", "decoder"),
+)
+
+
+def check_component_confs(args: argparse.Namespace) -> None:
+    """Every ``<name>_conf`` key is an argument of the chosen component's constructor: ConfigError naming the
+    YAML, the section, the key and the known keys (instead of a TypeError from deep inside the build)."""
+    where = f"{args.config}: " if getattr(args, "config", None) else ""
+    for choices in AACTask.class_choices_list:
+        name = choices.name
+        choice, conf = getattr(args, name, None), getattr(args, f"{name}_conf", None) or {}
+        if choice is None:
+            continue
+        params = inspect.signature(choices.get_class(choice).__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        known = [k for k in params if k != "self" and k not in TASK_SET[name]]
+        unknown = sorted(set(conf) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{where}{name}_conf: unknown key(s) {unknown} for {name} {choice!r}; known keys: {known}"
+            )
 
 
 class CaptionPreprocessor(AbsPreprocessor):
@@ -177,6 +209,7 @@ class AACTask(AbsTask):
 
     @classmethod
     def main_worker(cls, args: argparse.Namespace):
+        check_component_confs(args)  # collect-stats builds no model: a typo must still stop it
         if args.collect_stats:
             # collect-stats only measures shapes (there are no feature statistics to gather), so ESPnet can skip
             # building the model, and loading the LLM
@@ -196,6 +229,7 @@ class AACTask(AbsTask):
 
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> SlamAAC:
+        check_component_confs(args)
         frozen_dtype = resolve_frozen_dtype(getattr(args, "frozen_dtype", "auto"), getattr(args, "ngpu", 0))
         decoder_conf = dict(args.decoder_conf)
         if decoder_conf.pop("dtype", None) is not None:

@@ -170,3 +170,13 @@ def test_nan_loss_stops_training_and_no_nan_epoch_is_saved(setup, trained, tmp_p
     run = train(setup, exp, "--init_param", str(tmp_path / "nan.pth"), "--max_nonfinite_steps", "0")
     assert_refused(run, "no training step updated the model")  # 0: no step limit; the epoch still fails
     assert not list(exp.glob("*epoch.pth")) and not (exp / "valid.loss.best.pth").exists()
+
+
+def test_typo_in_a_component_section_names_the_yaml_section_key_and_known_keys(setup, tmp_path):
+    config = yaml.safe_load(setup["config"].read_text())
+    config["projector_conf"] = {"downsample_rat": 5}
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = train({**setup, "config": path}, tmp_path / "exp", "--collect_stats", "true")
+    assert_refused(run, f"{path}: projector_conf: unknown key(s) ['downsample_rat'] for projector 'linear'")
+    assert "known keys: ['downsample_rate', 'hidden_size']" in run.stderr
