@@ -18,11 +18,16 @@
 #
 # A stage whose outputs are complete (a .done marker, written last) is skipped, so rerunning the same
 # command resumes where it stopped; training resumes from its last epoch (ESPnet --resume). To redo a
-# stage, remove its output (or its .done).
+# stage, remove its output (or its .done). Stage 10's marker (score/.done in each decode dir) records what
+# it scored: new captions or other scoring options score again.
+# One run at a time writes an output dir: a stage whose dir another live run holds stops with that run's
+# PID (utils/lock.sh). Killing the run (Ctrl-C, kill, kill -9 of run.sh or of its process group) stops
+# every job it started (utils/run.py). Training prints a progress line (epoch, batch, loss, time left)
+# on the console every 30 s (--train_args "--progress_interval N"); the full log is exp/*/train.log.
 set -euo pipefail
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*"; }
-fail() { log "ERROR: $*" >&2; exit 1; }
+fail() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) ERROR: $*" >&2; exit 1; }
 min() { local m=$1; for x in "$@"; do [ "$x" -lt "$m" ] && m=$x; done; echo "$m"; }
 
 run_args=("$@")
@@ -98,8 +103,18 @@ $(sed -n '/^# General/,/^hf_repo=/p' "$0" | grep -E '^[a-z_]+=' \
 log "$0 ${run_args[*]}"
 . utils/parse_options.sh
 [ $# -eq 0 ] || fail "unexpected argument(s): $* (options are --name value)"
+# whole-number options (name:least[:greatest]); a bad value would otherwise break a test in every stage silently
+for _spec in stage:1:12 stop_stage:1:12 ngpu:0 num_nodes:1 nj:1 inference_nj:1 speech_fold_length:1 \
+    text_fold_length:1; do
+    IFS=: read -r _name _min _max <<< "${_spec}"
+    _range="of at least ${_min}"; [ -z "${_max}" ] || _range="from ${_min} to ${_max}"
+    [[ ${!_name} =~ ^[0-9]+$ ]] && [ "${!_name}" -ge "${_min}" ] && [ "${!_name}" -le "${_max:-${!_name}}" ] \
+        || fail "--${_name} must be a whole number ${_range}, got '${!_name}'"
+done
+[ "${stop_stage}" -ge "${stage}" ] || fail "--stop_stage ${stop_stage} is before --stage ${stage}: no stage would run"
 . ./path.sh
 . ./cmd.sh
+. utils/lock.sh
 
 [ -n "${train_set}" ] || [ -n "${download_model}" ] || fail "--train_set is required"
 [ -n "${valid_set}" ] || [ -n "${download_model}" ] || fail "--valid_set is required"
@@ -140,6 +155,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ] && ! "${skip_data_prep}" &&
     for set in ${paraphrase_sets}; do
         out=data/${set}_para
         if [ -f "${out}/.done" ]; then log "Stage 2: ${out} is complete: skipped"; continue; fi
+        hold "${out}"
         log "Stage 2: paraphrases of data/${set} -> ${out}"
         _opts=(--cache data/local/paraphrase_cache.jsonl)
         [ -z "${paraphrase_config}" ] || _opts+=(--config "${paraphrase_config}")
@@ -151,6 +167,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ] && ! "${skip_data_prep}" &&
             ${python} -m espnet_slam_aac.bin.paraphrase "data/${set}" "${out}" "${_opts[@]}" ${paraphrase_args} \
             || fail "paraphrasing failed; see ${expdir}/logs/paraphrase.${set}.log"
         touch "${out}/.done"
+        release "${out}"
     done
 fi
 
@@ -164,23 +181,27 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && ! "${skip_data_prep}"; t
     for src in $(echo ${_sources} | tr ' ' '\n' | sort -u); do
         out=${dumpdir}/raw/$(basename "${src}")
         if [ -f "${out}/.done" ]; then log "Stage 3: ${out} is complete: skipped"; continue; fi
+        hold "${out}"
         log "Stage 3: ${src} -> ${out} (audio at 16 kHz), checked"
         ${train_cmd} --num_threads "${nj}" "${expdir}/logs/format.$(basename "${src}").log" \
             ${python} utils/format_data.py --num_workers "${nj}" "${src}" "${out}" \
             || fail "formatting failed; see ${expdir}/logs/format.$(basename "${src}").log"
         ${python} -m espnet_slam_aac.bin.validate_data_dir "${out}" --num_workers "${nj}"
         touch "${out}/.done"
+        release "${out}"
     done
     if ! "${skip_pretrain}"; then
         out=${dumpdir}/raw/${pretrain_set}
         if [ -f "${out}/.done" ]; then
             log "Stage 3: ${out} is complete: skipped"
         else
+            hold "${out}"
             _members=()
             for set in ${pretrain_sets}; do _members+=("${dumpdir}/raw/$(basename "$(pretrain_source "${set}")")"); done
             log "Stage 3: ${_members[*]} -> ${out}"
             ${python} utils/format_data.py "${_members[@]}" "${out}"
             touch "${out}/.done"
+            release "${out}"
         fi
     fi
 fi
@@ -190,6 +211,7 @@ collect_stats() {
     local _train=$1 _valid=$2 _config=$3 _out=$4
     if [ -f "${_out}/.done" ]; then log "${_out} is complete: skipped"; return; fi
     [ -n "${_config}" ] || fail "no training config for ${_out}"
+    hold "${_out}"
     local _logdir=${_out}/logdir _tr=${dumpdir}/raw/${_train} _va=${dumpdir}/raw/${_valid}
     local _nj
     _nj=$(min "${nj}" "$(wc -l < "${_tr}/wav.scp")" "$(wc -l < "${_va}/wav.scp")")
@@ -209,6 +231,7 @@ collect_stats() {
     for i in $(seq "${_nj}"); do _inputs+=(--input_dir "${_logdir}/stats.${i}"); done
     ${python} -m espnet2.bin.aggregate_stats_dirs "${_inputs[@]}" --output_dir "${_out}"
     touch "${_out}/.done"
+    release "${_out}"
 }
 
 # train EXP_DIR CONFIG STATS_DIR TRAIN_SET VALID_SET INIT EXTRA_ARGS: ESPnet training, resumable.
@@ -216,6 +239,7 @@ train() {
     local _exp=$1 _config=$2 _stats=$3 _train=$4 _valid=$5 _init=$6 _args=$7
     if [ -f "${_exp}/.done" ]; then log "${_exp} is complete: skipped"; return; fi
     local _tr=${dumpdir}/raw/${_train} _va=${dumpdir}/raw/${_valid}
+    hold "${_exp}"
     mkdir -p "${_exp}"
     # The command that made this experiment, to rerun it as it was.
     printf '#!/usr/bin/env bash\n# %s\ncd %q && %q' "$(date)" "${PWD}" "$0" > "${_exp}/run.sh"
@@ -231,9 +255,9 @@ train() {
     [ "${ngpu}" -gt 0 ] || _dist+=(--dist_backend gloo)
     local _init_opts=()
     [ -z "${_init}" ] || _init_opts=(--init_param "${_init}")
-    log "training ${_exp} (log: ${_exp}/train.log)"
+    log "training ${_exp} (log: ${_exp}/train.log; progress below)"
     # shellcheck disable=SC2086
-    ${cuda_cmd} "${_cmd_opts[@]}" "${_exp}/train.log" "${_launch[@]}" \
+    ${cuda_cmd} "${_cmd_opts[@]}" --tee "progress:" "${_exp}/train.log" "${_launch[@]}" \
         ${python} -m espnet_slam_aac.bin.aac_train --config "${_config}" --ngpu "${ngpu}" "${_dist[@]}" \
             --train_data_path_and_name_and_type "${_tr}/wav.scp,speech,sound" \
             --train_data_path_and_name_and_type "${_tr}/text,text,text" \
@@ -245,6 +269,7 @@ train() {
             --resume true "${_init_opts[@]}" --output_dir "${_exp}" ${_args} \
         || fail "training failed; see ${_exp}/train.log"
     touch "${_exp}/.done"
+    release "${_exp}"
 }
 
 pretrain_stats=${expdir}/stats_${pretrain_set}
@@ -301,6 +326,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && ! "${skip_eval}"; then
         for set in ${test_sets}; do
             _dir=$(decode_dir "${name}" "${set}")
             if [ -f "${_dir}/.done" ]; then log "Stage 8: ${_dir} is complete: skipped"; continue; fi
+            hold "${_dir}"
             _data=${dumpdir}/raw/${set}
             _logdir=${_dir}/logdir
             _nj=$(min "${inference_nj}" "$(wc -l < "${_data}/wav.scp")")
@@ -325,6 +351,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && ! "${skip_eval}"; then
             ${python} -m espnet_slam_aac.bin.aac_inference --merge "${_outputs[@]}" --output_dir "${_dir}" \
                 --key_file "${_data}/wav.scp"
             touch "${_dir}/.done"
+            release "${_dir}"
         done
     done
 fi
@@ -338,6 +365,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ] && ! "${skip_eval}" && ! "$
         _dir=$(decode_dir "$(decodes | head -n 1 | cut -d' ' -f1)" "${set}")  # the trained model's
         _out=${_dir}/clap_refine
         if [ -f "${_out}/.done" ]; then log "Stage 9: ${_out} is complete: skipped"; continue; fi
+        hold "${_dir}"
         log "Stage 9: CLAP-Refine of ${_dir}/candidates.jsonl -> ${_out}"
         # The CLAP reads the original audio (it has its own rate), not the 16 kHz dump.
         # shellcheck disable=SC2086
@@ -346,8 +374,18 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ] && ! "${skip_eval}" && ! "$
                 --data_dir "data/${set}" --out_dir "${_out}" "${_opts[@]}" --device "${_device}" ${refine_args} \
             || fail "CLAP-Refine failed; see ${_dir}/logdir/refine.log"
         touch "${_out}/.done"
+        release "${_dir}"
     done
 fi
+
+# score_inputs DECODE_DIR REF_DIR COMMAND...: what a decode dir's scores depend on (stage 10's marker): the
+# scoring command and the checksums of the captions and references it reads.
+score_inputs() {
+    local _d=$1 _r=$2 _f
+    shift 2
+    printf '%s\n' "$*"
+    for _f in "${_d}/text" "${_d}"/*/text "${_r}"/text_spk*; do [ ! -f "${_f}" ] || md5sum "${_f}"; done
+}
 
 if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ] && ! "${skip_eval}"; then
     _opts=()
@@ -364,12 +402,19 @@ if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ] && ! "${skip_eval}"; then
         [ "${name}" != untrained ] || _suffix=_untrained
         for set in ${test_sets}; do
             _dir=$(decode_dir "${name}" "${set}")
+            # shellcheck disable=SC2206
+            _score=(${python} -m espnet_slam_aac.bin.aac_score --ref_dir "${dumpdir}/raw/${set}" --decode_dir "${_dir}"
+                --set_name "${set}${_suffix}" "${_opts[@]}" ${score_args})
+            _inputs=$(score_inputs "${_dir}" "${dumpdir}/raw/${set}" "${_score[@]}")
+            if [ -f "${_dir}/score/.done" ] && [ "$(cat "${_dir}/score/.done")" = "${_inputs}" ]; then
+                log "Stage 10: ${_dir} is scored: skipped"; continue
+            fi
+            hold "${_dir}"
             log "Stage 10: scoring ${_dir} (1-best, every beam size, CLAP-Refine) against ${dumpdir}/raw/${set}"
             # shellcheck disable=SC2086
-            ${decode_cmd} "${_dir}/logdir/score.log" \
-                ${python} -m espnet_slam_aac.bin.aac_score --ref_dir "${dumpdir}/raw/${set}" --decode_dir "${_dir}" \
-                    --set_name "${set}${_suffix}" "${_opts[@]}" ${score_args} \
-                || fail "scoring failed; see ${_dir}/logdir/score.log"
+            ${decode_cmd} "${_dir}/logdir/score.log" "${_score[@]}" || fail "scoring failed; see ${_dir}/logdir/score.log"
+            printf '%s\n' "${_inputs}" > "${_dir}/score/.done"
+            release "${_dir}"
         done
     done
     ${python} -m espnet_slam_aac.bin.aac_score --collect "${train_exp}" --results_md "${train_exp}/RESULTS.md" \
@@ -379,6 +424,7 @@ fi
 
 if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && ! "${skip_packing}" && [ -z "${download_model}" ]; then
     log "Stage 11: pack ${train_exp} -> ${train_exp}/packed"
+    hold "${train_exp}/packed"
     _opts=(--name "${hf_repo:-$(basename "${train_exp}")}")
     [ ! -f "${train_exp}/RESULTS.md" ] || _opts+=(--results "${train_exp}/RESULTS.md")
     [ ! -d "${train_exp}/images" ] || _opts+=(--images "${train_exp}/images")
@@ -390,6 +436,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && ! "${skip_packing}" &&
     # shellcheck disable=SC2086
     ${python} -m espnet_slam_aac.bin.pack --train_config "${train_exp}/config.yaml" \
         --model_file "${train_exp}/${inference_model}" "${_opts[@]}" --out_dir "${train_exp}/packed" ${pack_args}
+    release "${train_exp}/packed"
 fi
 
 if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ] && ! "${skip_upload}" && [ -z "${download_model}" ]; then

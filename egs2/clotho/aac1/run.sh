@@ -17,7 +17,8 @@ else
     refine+=(--skip_refine true)
 fi
 
-./aac.sh \
+# exec: this script becomes aac.sh, so stopping it (Ctrl-C, kill, kill -9) stops the whole run
+exec ./aac.sh \
     --pretrain_sets "${pretrain_sets}" \
     --paraphrase_sets clotho_dev \
     --paraphrase_config conf/paraphrase.yaml \

@@ -3,7 +3,8 @@
 # every stage on CPU in a few minutes. Options are those of aac.sh (./aac.sh --help).
 set -euo pipefail
 
-./aac.sh \
+# exec: this script becomes aac.sh, so stopping it (Ctrl-C, kill, kill -9) stops the whole run
+exec ./aac.sh \
     --ngpu 0 \
     --gpu_inference false \
     --nj 2 \
