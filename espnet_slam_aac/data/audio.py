@@ -1,16 +1,19 @@
 """Audio files as the package reads them: header probes, full decodes, and the minimum length.
 
-25 ms frame). Corrupt data behind a valid header (e.g. a truncated FLAC) and digital silence are found
-only by ``decode_audio=True``, which decodes every file (costs a full read of the corpus). A truncated
-WAV needs neither: libsndfile reports the samples actually present, and it is taken as that shorter clip.
+A header probe finds missing, unreadable and empty files and clips shorter than the minimum length (one
+25 ms frame). Corrupt data behind a valid header (e.g. a truncated FLAC), NaN/inf samples, digital silence and
+a WAV whose header promises more samples than the file holds (libsndfile quietly reports the samples present)
+are found only by ``decode=True`` (``--check_audio``), which reads every file (a full read of the corpus).
+``load_audio``, which every reader of samples uses, refuses NaN/inf samples whatever the probe did.
 """
 
 import math
 import os
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Sequence, Tuple, TypeVar, Union
+from typing import Dict, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import soundfile
@@ -60,18 +63,52 @@ def probe_audio(path: PathLike, decode: bool = False) -> AudioInfo:
 
 
 def _decode_all(path: str, expected: int) -> None:
-    decoded, peak = 0, 0.0
+    promised = wav_header_frames(path)
+    if promised is not None and promised > expected:
+        raise AudioError(f"truncated WAV {path}: its header promises {promised} samples, the file holds {expected}")
+    decoded, peak, nonfinite = 0, 0.0, 0
     try:
         with soundfile.SoundFile(path) as f:
             for block in f.blocks(blocksize=1 << 16, dtype="float32"):
+                finite = np.isfinite(block)
+                nonfinite += int(block.size - finite.sum())
                 decoded += len(block)
-                peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                peak = max(peak, float(np.abs(np.where(finite, block, 0.0)).max(initial=0.0)))
     except (RuntimeError, OSError) as e:
         raise AudioError(f"corrupt audio data in {path} (decoding failed after {decoded} samples: {e})") from None
     if decoded != expected:
         raise AudioError(f"truncated audio {path}: header says {expected} samples, decoded {decoded}")
+    if nonfinite:
+        raise AudioError(f"{nonfinite} NaN or infinite samples in {path}: fix or drop the file")
     if peak == 0.0:
         raise AudioError(f"digital silence (every sample is 0): {path}")
+
+
+def wav_header_frames(path: str) -> Optional[int]:
+    """Frames the ``data`` chunk of a RIFF/WAVE header promises; None for other formats, or a streamed WAV
+    (size 0 or 0xFFFFFFFF: unknown). libsndfile reports the frames present instead, so a cut file looks whole."""
+    with open(path, "rb") as f:
+        if f.read(12)[0:4] != b"RIFF":
+            return None
+        f.seek(8)
+        if f.read(4) != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                return None
+            chunk, size = header[:4], struct.unpack("<I", header[4:])[0]
+            if chunk == b"fmt ":
+                fmt = f.read(size)
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                f.seek(size % 2, os.SEEK_CUR)
+            elif chunk == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + size % 2, os.SEEK_CUR)
 
 
 def probe_many(paths: Sequence[str], decode: bool, num_workers: int) -> Dict[str, Union[AudioInfo, AudioError]]:

@@ -70,6 +70,10 @@ def read_manifest(
     """Read and validate a jsonl manifest (see the module doc). Structural problems always raise
     DataError naming file and line; invalid captions raise too unless ``drop_invalid_captions``."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.jsonl"))[:5]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise DataError(f"{path} is a folder, not a manifest: give the .jsonl file itself{hint}")
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
     root = os.path.abspath(audio_root if audio_root is not None else path.parent)

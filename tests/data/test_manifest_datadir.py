@@ -2,6 +2,9 @@ import json
 import logging
 import os
 import random
+import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -342,6 +345,73 @@ def test_corrupt_data_behind_a_valid_header_and_silence_need_check_audio(tmp_pat
         prepare_data_dir(manifest, tmp_path / "decoded", decode_audio=True)
     with pytest.raises(DataError, match=r"wav\.scp:1: key 'cut': corrupt audio data"):
         validate_data_dir(tmp_path / "headers", audio="decode")
+
+
+def test_a_folder_given_as_manifest_says_so(tmp_path, clip):
+    write_jsonl(tmp_path / "train.jsonl", [{"key": "a", "source": str(clip), "target": "x"}])
+    with pytest.raises(DataError, match=rf"{tmp_path} is a folder, not a manifest: .*\(it holds train\.jsonl\)"):
+        prepare_data_dir(tmp_path, tmp_path / "d")
+
+
+def write_truncated_wav(path: Path) -> Path:
+    """A WAV cut in half whose header still promises all 16000 samples (libsndfile reports the 8000 present)."""
+    raw = write_wav(path.with_name("whole.wav"), 16000).read_bytes()
+    path.write_bytes(raw[: 44 + 16000])
+    return path
+
+
+def test_truncated_wav_header_promising_more_frames_needs_check_audio(tmp_path, clip):
+    cut = write_truncated_wav(tmp_path / "cut.wav")
+    assert probe_audio(cut).num_samples == 8000  # libsndfile takes it as a shorter clip
+    with pytest.raises(AudioError, match=r"truncated WAV .*cut\.wav: its header promises 16000 samples, .* 8000"):
+        probe_audio(cut, decode=True)
+
+
+def write_float_wav(path: Path, bad: float) -> Path:
+    wave = 0.1 * np.sin(np.arange(16000) / 7.0)
+    wave[[10, 20, 30]] = bad
+    soundfile.write(path, wave, 16000, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_found_by_check_audio_and_never_called_silence(tmp_path, bad):
+    path = write_float_wav(tmp_path / "bad.wav", bad)
+    with pytest.raises(AudioError, match=r"^3 NaN or infinite samples in .*bad\.wav"):
+        probe_audio(path, decode=True)
+    wave = np.full(16000, np.nan)
+    soundfile.write(tmp_path / "all_nan.wav", wave, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="16000 NaN or infinite samples"):  # not "digital silence"
+        probe_audio(tmp_path / "all_nan.wav", decode=True)
+
+
+def test_prepare_and_validate_data_with_check_audio_name_nan_and_truncated_files_by_key(tmp_path, clip):
+    """Through the CLI, where the faults were found."""
+    write_float_wav(tmp_path / "nan.wav", np.nan)
+    write_truncated_wav(tmp_path / "cut.wav")
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {"key": "cut", "source": "cut.wav", "target": "x"},
+            {"key": "good", "source": str(clip), "target": "fine"},
+            {"key": "nan", "source": "nan.wav", "target": "y"},
+        ],
+    )
+
+    def cli(*args):
+        cmd = [sys.executable, "-m", "espnet_slam_aac.cli", *map(str, args)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    done = cli("prepare-data", manifest, tmp_path / "d", "--check_audio")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert re.search(r"m\.jsonl:1: key 'cut': truncated WAV .*cut\.wav: its header promises 16000", done.stderr)
+    assert re.search(r"m\.jsonl:3: key 'nan': 3 NaN or infinite samples in .*nan\.wav", done.stderr)
+    assert not (tmp_path / "d").exists()
+    assert cli("prepare-data", manifest, tmp_path / "d").returncode == 0  # headers only: not looked at
+    done = cli("validate-data", tmp_path / "d", "--audio", "decode")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "key 'nan': 3 NaN or infinite samples" in done.stdout + done.stderr
+    assert "key 'cut': truncated WAV" in done.stdout + done.stderr
 
 
 # ---------------------------------------------------------------------------------- atomic output
