@@ -1,5 +1,6 @@
 """The recipe's shell tools (egs2/TEMPLATE/aac1/utils), run as real subprocesses."""
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -315,9 +317,10 @@ def stage(tmp_path):
     return tmp_path
 
 
-def start_run(cwd: Path, seconds: str) -> subprocess.Popen:
-    """./run.sh as a user starts it: its own process group (a terminal's job)."""
-    return subprocess.Popen(
+@contextlib.contextmanager
+def started_run(cwd: Path, seconds: str) -> Iterator[subprocess.Popen]:
+    """./run.sh as a user starts it: its own process group (a terminal's job); killed if a test fails."""
+    run = subprocess.Popen(
         ["bash", "run.sh", seconds],
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -326,32 +329,36 @@ def start_run(cwd: Path, seconds: str) -> subprocess.Popen:
         start_new_session=True,
         env={**os.environ, "PYTHON": sys.executable},
     )
+    try:
+        yield run
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
 
 
 @pytest.mark.parametrize("target", ["process group", "run.sh", "runner"])
 def test_kill_9_of_the_run_leaves_no_job_running_and_the_next_run_takes_over_its_lock(stage, target):
     seconds = f"7{os.getpid()}{time.time_ns() % 10**6}"  # a number no other process holds
-    run = start_run(stage, seconds)
-    assert wait_until(lambda: len(sleeps(seconds)) == 2)
-    (runner,) = processes_with(f"run.py JOB=1:2 exp/x/log/job.JOB.log true && sleep {seconds}")
+    rerun = ["bash", "run.sh", "0"]
+    env = {**os.environ, "PYTHON": sys.executable}
+    with started_run(stage, seconds) as run:
+        assert wait_until(lambda: len(sleeps(seconds)) == 2)
+        (runner,) = processes_with(f"run.py JOB=1:2 exp/x/log/job.JOB.log true && sleep {seconds}")
 
-    second = subprocess.run(
-        ["bash", "run.sh", "0"], cwd=stage, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}
-    )
-    assert second.returncode == 1
-    assert f"exp/x is in use by another run: PID {run.pid} on " in second.stderr
-    assert f"bash stage.sh {seconds}" in second.stderr and f"kill {run.pid}" in second.stderr
+        second = subprocess.run(rerun, cwd=stage, capture_output=True, text=True, env=env)
+        assert second.returncode == 1
+        assert f"exp/x is in use by another run: PID {run.pid} on " in second.stderr
+        assert f"bash stage.sh {seconds}" in second.stderr and f"kill {run.pid}" in second.stderr
 
-    if target == "process group":
-        os.killpg(run.pid, signal.SIGKILL)
-    else:
-        os.kill(run.pid if target == "run.sh" else runner, signal.SIGKILL)
-    run.wait()
-    assert wait_until(lambda: not processes_with(seconds)), processes_with(seconds)
+        if target == "process group":
+            os.killpg(run.pid, signal.SIGKILL)
+        else:
+            os.kill(run.pid if target == "run.sh" else runner, signal.SIGKILL)
+        run.wait()
+        assert wait_until(lambda: not processes_with(seconds)), processes_with(seconds)
 
-    third = subprocess.run(
-        ["bash", "run.sh", "0"], cwd=stage, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}
-    )
+    third = subprocess.run(rerun, cwd=stage, capture_output=True, text=True, env=env)
     assert third.returncode == 0, third.stderr
     if target != "runner":  # the runner's death ends the stage with an error: its lock is released
         assert f"taking over exp/.x.lock from the run PID {run.pid} on " in third.stderr
@@ -360,12 +367,12 @@ def test_kill_9_of_the_run_leaves_no_job_running_and_the_next_run_takes_over_its
 
 def test_interrupt_stops_the_jobs_and_says_so(stage):
     seconds = f"8{os.getpid()}{time.time_ns() % 10**6}"
-    run = start_run(stage, seconds)
-    assert wait_until(lambda: len(sleeps(seconds)) == 2)
-    os.killpg(run.pid, signal.SIGINT)  # Ctrl-C in the terminal
-    assert run.wait(30) != 0
-    assert "run.py: stopped by signal 2; its jobs were stopped" in run.stderr.read()
-    assert wait_until(lambda: not processes_with(seconds))
+    with started_run(stage, seconds) as run:
+        assert wait_until(lambda: len(sleeps(seconds)) == 2)
+        os.killpg(run.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        assert run.wait(30) != 0
+        assert "run.py: stopped by signal 2; its jobs were stopped" in run.stderr.read()
+        assert wait_until(lambda: not processes_with(seconds))
     assert (stage / "exp/x/log/job.1.log").read_text().splitlines()[-1].startswith("# Stopped by signal 2")
 
 
