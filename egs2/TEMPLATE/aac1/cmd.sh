@@ -1,7 +1,8 @@
 # How the recipe runs its jobs. Every *_cmd is a job runner with one interface:
 #     ${train_cmd} [--gpu N] [--mem M] [--num_threads N] [--max_jobs_run N] [--num_nodes N] \
-#         [JOB=1:N] LOG COMMAND...
-# JOB in LOG and COMMAND becomes 1..N; each job's output goes to its LOG (run `utils/run.py --help`).
+#         [--tee PREFIX] [JOB=1:N] LOG COMMAND...
+# JOB in LOG and COMMAND becomes 1..N; each job's output goes to its LOG (run `utils/run.py --help`); with
+# --tee, the LOG lines that start with PREFIX are also printed on the console (the local backend).
 #   train_cmd:  CPU work (data preparation, statistics)
 #   cuda_cmd:   training (asks for --gpu N)
 #   decode_cmd: decoding, CLAP-Refine, scoring

@@ -12,13 +12,14 @@ Each LOG starts with the command and the start time and ends with ``# Ended (cod
 elapsed time S s``. The runner always runs what it is given; skipping finished work is the caller's
 business. The exit status is 0 when every job succeeded; otherwise it names the failed jobs and their
 logs and exits 1. ``--tee PREFIX``: lines of the logs that start with PREFIX are also printed on the
-runner's stderr as they are written (training's progress lines on the console).
+runner's stderr as they are written (training's progress lines on the console; local backend).
 
 No job outlives the runner (Linux): each job runs in its own process group under a small leader process
 (this script, ``--job_leader``) that the kernel signals when the runner dies, even by ``kill -9``; the
 leader then stops the job's whole group (SIGTERM, SIGKILL after GRACE seconds). The runner itself stops
-its jobs on SIGINT/SIGTERM and when its parent (the recipe's shell) dies. When a job ends, processes it
-left running in its group are stopped too. Jobs read no stdin.
+its jobs on SIGINT/SIGTERM and when its parent (the recipe's shell) dies, so detach the recipe, not the
+runner (``nohup ./run.sh &``). When a job ends, processes it left running in its group are stopped too.
+Jobs read no stdin.
 
 Backends:
   local  (default) runs the jobs on this machine, at most --max_jobs_run at a time. With --gpu G and
