@@ -26,9 +26,10 @@ hold() {
 }
 
 release() {
-    local _fd=${__locks[$1]:-}
+    local _fd=${__locks[$1]:-} _file
     [ -n "${_fd}" ] || return 0
-    : > "$(lock_file "$1")"  # no record: released, nothing to take over
+    _file=$(lock_file "$1")
+    [ ! -f "${_file}" ] || : > "${_file}"  # no record: released, nothing to take over
     exec {_fd}>&-
     unset "__locks[$1]"
 }
