@@ -42,6 +42,7 @@ from espnet_slam_aac.model.decoder import (
     check_tokenizer_fits,
     load_tokenizer,
 )
+from espnet_slam_aac.model.eat import EATConfig
 from espnet_slam_aac.model.encoder import EATEncoder
 from espnet_slam_aac.model.frontend import EATFbank
 from espnet_slam_aac.model.projector import AbsProjector, LinearProjector
@@ -110,15 +111,38 @@ def check_component_confs(args: argparse.Namespace) -> None:
             )
 
 
+def max_audio_embeddings(args: argparse.Namespace) -> int:
+    """The most audio embeddings the model puts before the prompt: EAT's tokens for the longest fbank the front
+    end gives (``target_length``, or ``max_frames`` for whole clips), stacked ``downsample_rate`` to one."""
+    fbank = {k: p.default for k, p in inspect.signature(EATFbank.__init__).parameters.items()}
+    projector = {k: p.default for k, p in inspect.signature(LinearProjector.__init__).parameters.items()}
+    fbank.update(getattr(args, "frontend_conf", None) or {})
+    projector.update(getattr(args, "projector_conf", None) or {})
+    frames, rate = fbank["target_length"] or fbank["max_frames"], projector["downsample_rate"]
+    return EATConfig().num_tokens(int(frames)) // int(rate)
+
+
 class CaptionPreprocessor(AbsPreprocessor):
     """``text`` (a caption string) -> int64 token ids of the caption as it follows the prompt (no EOS);
-    ``speech`` is checked to be finite (a NaN/inf sample would make the loss NaN), named by key."""
+    ``speech`` is checked to be finite (a NaN/inf sample would make the loss NaN), named by key. A caption of
+    more than ``max_caption_tokens`` tokens (what the LLM's positions leave after audio, prompt and EOS) is a
+    DataError naming the utterance: at collect-stats, before any training step."""
 
-    def __init__(self, train: bool, captions: CaptionTokenizer, text_name: str = "text", speech_name: str = "speech"):
+    def __init__(
+        self,
+        train: bool,
+        captions: CaptionTokenizer,
+        text_name: str = "text",
+        speech_name: str = "speech",
+        max_caption_tokens: Optional[int] = None,
+        limit_reason: str = "",
+    ):
         super().__init__(train)
         self.captions = captions
         self.text_name = text_name
         self.speech_name = speech_name
+        self.max_caption_tokens = max_caption_tokens
+        self.limit_reason = limit_reason
 
     def __call__(self, uid: str, data: Dict) -> Dict[str, np.ndarray]:
         speech = data.get(self.speech_name)
@@ -132,7 +156,13 @@ class CaptionPreprocessor(AbsPreprocessor):
             caption = data[self.text_name].strip()
             if not caption:
                 raise DataError(f"utterance {uid!r} has an empty caption in '{self.text_name}'; drop it or fill it")
-            data[self.text_name] = np.array(self.captions.caption_ids(caption), dtype=np.int64)
+            ids = self.captions.caption_ids(caption)
+            if self.max_caption_tokens is not None and len(ids) > self.max_caption_tokens:
+                raise DataError(
+                    f"utterance {uid!r}: its caption is {len(ids)} tokens long, more than the {self.max_caption_tokens}"
+                    f" the LLM can take ({self.limit_reason}); shorten the caption or leave the utterance out"
+                )
+            data[self.text_name] = np.array(ids, dtype=np.int64)
         return data
 
 
@@ -193,11 +223,21 @@ class AACTask(AbsTask):
         from transformers import AutoConfig
 
         llm = conf.get("model_name_or_path", DEFAULT_LLM)
+        llm_config = AutoConfig.from_pretrained(llm).get_text_config()
         tokenizer = load_tokenizer(conf.get("tokenizer_name_or_path") or llm)
-        check_tokenizer_fits(tokenizer, AutoConfig.from_pretrained(llm).get_text_config().vocab_size, llm)
+        check_tokenizer_fits(tokenizer, llm_config.vocab_size, llm)
         prompt, template = conf.get("prompt", DEFAULT_PROMPT), conf.get("template", DEFAULT_TEMPLATE)
         captions = CaptionTokenizer(tokenizer, prompt, template)
-        return CaptionPreprocessor(train, captions)
+        positions = getattr(llm_config, "max_position_embeddings", None)
+        if positions is None:  # the LLM states no limit
+            return CaptionPreprocessor(train, captions)
+        audio = max_audio_embeddings(args)
+        reason = (
+            f"{llm} has {positions} positions; up to {audio} go to the audio, {len(captions.prompt_ids)} to the "
+            "prompt and 1 to EOS"
+        )
+        limit = positions - audio - len(captions.prompt_ids) - 1
+        return CaptionPreprocessor(train, captions, max_caption_tokens=limit, limit_reason=reason)
 
     @classmethod
     def required_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:

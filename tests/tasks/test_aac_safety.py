@@ -180,3 +180,20 @@ def test_typo_in_a_component_section_names_the_yaml_section_key_and_known_keys(s
     run = train({**setup, "config": path}, tmp_path / "exp", "--collect_stats", "true")
     assert_refused(run, f"{path}: projector_conf: unknown key(s) ['downsample_rat'] for projector 'linear'")
     assert "known keys: ['downsample_rate', 'hidden_size']" in run.stderr
+
+
+def test_caption_longer_than_the_llm_takes_stops_collect_stats_naming_the_utterance(setup, tmp_path):
+    dirs = {}
+    for mode, d in setup["dirs"].items():
+        dirs[mode] = tmp_path / mode
+        dirs[mode].mkdir()
+        (dirs[mode] / "wav.scp").write_text((d / "wav.scp").read_text())
+        (dirs[mode] / "text").write_text((d / "text").read_text())
+    lines = (dirs["train"] / "text").read_text().splitlines()
+    key = lines[2].split(" ", 1)[0]
+    lines[2] = f"{key} " + " ".join(["a low tone beeps twice"] * 400)
+    (dirs["train"] / "text").write_text("\n".join(lines) + "\n")
+    run = train(setup, tmp_path / "stats", "--collect_stats", "true", dirs=dirs)
+    assert_refused(run, f"utterance '{key}': its caption is")
+    # tiny LLM: 1024 positions; 400 fbank frames -> 201 EAT tokens -> 40 audio embeddings
+    assert "the LLM can take" in run.stderr and "has 1024 positions; up to 40 go to the audio" in run.stderr
