@@ -8,6 +8,7 @@ from espnet_slam_aac.errors import ConfigError
 from espnet_slam_aac.inference.decoding import DecodingOptions
 from espnet_slam_aac.inference.speech2caption import Speech2Caption
 
+REFINE_BEAMS = "2..8"  # the candidate set of CLAP-Refine (SLAM-AAC's), unless --beams says otherwise
 DECODING_HELP = {
     "beam_sizes": "beam sizes whose top hypotheses are the candidates: 4, 2..8 or 2,4,8",
     "nbest": "hypotheses kept per beam size",

@@ -132,6 +132,25 @@ def load_model(
     return model, args
 
 
+def prepare_waveform(
+    waveform: Union[np.ndarray, torch.Tensor], sample_rate: int, fs: int, channel: str, resampler: str
+) -> torch.Tensor:
+    """``Speech2Caption.prepare`` for a front end's ``fs``, ``channel`` and ``resampler``: a plain function, so
+    that loader worker processes (``inference.loader``) prepare clips without the model."""
+    wave = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
+    if wave.dim() not in (1, 2) or wave.numel() == 0:
+        raise ConfigError(f"expected a waveform (samples,) or (samples, channels), got shape {tuple(wave.shape)}")
+    wave = audio.select_channel(wave, channel)
+    audio.check_duration(wave.shape[0], int(sample_rate), "clip")
+    if sample_rate == fs:
+        return wave
+    if fs == audio.SAMPLE_RATE:
+        return resampling.resample(wave, int(sample_rate), resampler)
+    import torchaudio
+
+    return torchaudio.functional.resample(wave, int(sample_rate), fs)
+
+
 class Speech2Caption:
     """Caption clips with a trained SLAM-AAC model.
 
@@ -213,18 +232,7 @@ class Speech2Caption:
     def prepare(self, waveform: Union[np.ndarray, torch.Tensor], sample_rate: int) -> torch.Tensor:
         """One clip, ``(samples,)`` or ``(samples, channels)`` at any rate -> mono float32 at the front end's
         rate, exactly as the front end would resample it (so features equal the reference's)."""
-        wave = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
-        if wave.dim() not in (1, 2) or wave.numel() == 0:
-            raise ConfigError(f"expected a waveform (samples,) or (samples, channels), got shape {tuple(wave.shape)}")
-        wave = audio.select_channel(wave, self.frontend.channel)
-        audio.check_duration(wave.shape[0], int(sample_rate), "clip")
-        if sample_rate == self.frontend.fs:
-            return wave
-        if self.frontend.fs == audio.SAMPLE_RATE:
-            return resampling.resample(wave, int(sample_rate), self.frontend.resampler)
-        import torchaudio
-
-        return torchaudio.functional.resample(wave, int(sample_rate), self.frontend.fs)
+        return prepare_waveform(waveform, sample_rate, self.frontend.fs, self.frontend.channel, self.frontend.resampler)
 
     def __call__(self, waveform: Union[np.ndarray, torch.Tensor], sample_rate: int) -> CaptionResult:
         return self.caption([(waveform, sample_rate)])[0]
@@ -251,7 +259,16 @@ class Speech2Caption:
         return self.tokenizer.decode(tokens, skip_special_tokens=True).replace("\n", " ")
 
     def _caption_batch(self, clips) -> List[CaptionResult]:
-        candidates = self.candidates([self.prepare(w, sr) for w, sr in clips])
+        return self.caption_prepared([self.prepare(w, sr) for w, sr in clips], clips)
+
+    def caption_prepared(
+        self, waves: Sequence[torch.Tensor], clips: Optional[Sequence[Tuple[np.ndarray, int]]] = None
+    ) -> List[CaptionResult]:
+        """One batch of clips already ``prepare``d (e.g. by loader workers); ``clips``, their original
+        ``(waveform, sample_rate)``, are needed only by CLAP-Refine, which hears the audio at its own rate."""
+        if self.clap is not None and clips is None:
+            raise ConfigError("CLAP-Refine needs the original clips: pass clips=[(waveform, sample_rate), ...]")
+        candidates = self.candidates(waves)
         first = [c.beam_size for c in candidates[0]].index(self.options.text_beam_size)
         if self.clap is None:
             return [CaptionResult(c[first].text, c, first) for c in candidates]

@@ -1,0 +1,1 @@
+../aac1/path.sh
