@@ -9,6 +9,10 @@ torch, transformers or ESPnet.
 import importlib
 from typing import Any
 
+from espnet_slam_aac.utils import quiet_imports
+
+quiet_imports.install()  # ESPnet's import must print nothing on stdout and download nothing
+
 __version__ = "0.1.0"
 
 _LAZY = {

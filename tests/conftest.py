@@ -5,7 +5,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Iterator  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -79,3 +82,45 @@ def tiny_eat(tmp_path_factory) -> Path:
         torch.manual_seed(0)
         model = EATModel(EATConfig(embed_dim=32, depth=1, num_heads=2, max_length=64))
     return save_hf_checkpoint(model, tmp_path_factory.mktemp("tiny_eat"))
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]
+    return subprocess.run(mount, capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def read_only_dir(tmp_path) -> Iterator[Path]:
+    """An empty folder nothing can be written into: a read-only tmpfs (as root, who ignores modes), else mode 0555."""
+    path = tmp_path / "read_only"
+    path.mkdir()
+    if _mount_tmpfs(path, "ro,size=64k"):
+        yield path
+        subprocess.run(["umount", str(path)], check=True)
+    elif os.geteuid() == 0:
+        pytest.skip("root ignores file modes, and no tmpfs can be mounted here")
+    else:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+
+
+@pytest.fixture
+def full_dir(tmp_path) -> Iterator[Path]:
+    """A folder on a full file system (a 64 KiB tmpfs filled by the file ``filler``): a full disk."""
+    path = tmp_path / "full"
+    path.mkdir()
+    if not _mount_tmpfs(path, "size=64k"):
+        pytest.skip("a full disk needs root to mount a small tmpfs")
+    fd = os.open(path / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    yield path
+    subprocess.run(["umount", str(path)], check=True)

@@ -22,14 +22,15 @@ The model: --model (a packed folder, an experiment dir or a Hugging Face Hub id)
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import List, Optional
 
-from espnet_slam_aac.errors import ConfigError, SlamAACError
-from espnet_slam_aac.inference.batching import decode_entries, select_entries
-from espnet_slam_aac.inference.nbest_files import merge, write_outputs
-from espnet_slam_aac.inference.options import add_model_arguments, build_speech2caption
+from espnet_slam_aac.errors import ConfigError
+from espnet_slam_aac.inference.batching import data_dir_files, decode_entries, select_entries
+from espnet_slam_aac.inference.nbest_files import empty_captions, merge, output_paths, write_outputs
+from espnet_slam_aac.inference.options import add_model_arguments, build_speech2caption, model_inputs
+from espnet_slam_aac.utils import runner
+from espnet_slam_aac.utils.fileio import refuse_overwrite
 
 logger = logging.getLogger("aac_inference")
 
@@ -46,30 +47,39 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_workers", type=int, default=2, help="threads reading audio [2]")
     parser.add_argument("--merge", nargs="+", metavar="JOB_DIR", help="merge these jobs' output dirs instead")
     add_model_arguments(parser, device="cpu", dtype="float32")
-    parser.add_argument("--log_level", default="INFO", help="logging level [INFO]")
+    runner.add_arguments(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runner.run(run, get_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     out_dir, key_file = Path(args.output_dir), Path(args.key_file) if args.key_file else None
-    try:
-        if args.merge:
-            n = merge(args.merge, out_dir, key_file)
-            print(f"{out_dir}: {n} clips merged from {len(args.merge)} jobs")
-            return
-        if not args.wav_scp:
-            raise ConfigError("pass --wav_scp (the clips to decode), or --merge JOB_DIR... to merge jobs")
-        entries = select_entries(Path(args.wav_scp), key_file)
-        s2c = build_speech2caption(args)
-        logger.info("decoding %d clips with %s", len(entries), s2c.options)
-        records = decode_entries(s2c, entries, args.num_workers)
-        write_outputs(out_dir, records, s2c.options)
-    except SlamAACError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    if args.merge:
+        n = merge(args.merge, out_dir, key_file)
+        print(f"{out_dir}: {n} clips merged from {len(args.merge)} jobs")
+        return 0
+    if not args.wav_scp:
+        raise ConfigError("pass --wav_scp (the clips to decode), or --merge JOB_DIR... to merge jobs")
+    entries = select_entries(Path(args.wav_scp), key_file)
+    s2c = build_speech2caption(args)
+    inputs = [args.wav_scp, key_file, *data_dir_files(args.wav_scp), *model_inputs(args), *(p for _, p in entries)]
+    refuse_overwrite(output_paths(out_dir, s2c.options), inputs)
+    logger.info("decoding %d clips with %s", len(entries), s2c.options)
+    records = decode_entries(s2c, entries, args.num_workers)
+    write_outputs(out_dir, records, s2c.options)
     print(f"{out_dir}: {len(records)} clips decoded (beam sizes {list(s2c.options.beam_sizes)})")
+    empty = empty_captions(records, s2c.options)
+    if empty:
+        listed = ", ".join(empty[:10]) + (", ..." if len(empty) > 10 else "")
+        runner.fail(
+            f"{len(empty)} of {len(records)} clips got an empty caption ({listed}); their lines in "
+            f"{out_dir / 'text'} hold only the key. An empty caption means a broken model or tokenizer "
+            "(e.g. a packed folder without its tokenizer files)"
+        )
+    return 0
 
 
 if __name__ == "__main__":

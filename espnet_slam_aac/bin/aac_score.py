@@ -37,6 +37,7 @@ from espnet_slam_aac.scoring.metrics import (
 )
 from espnet_slam_aac.scoring.plots import scale
 from espnet_slam_aac.utils import runner
+from espnet_slam_aac.utils.fileio import refuse_overwrite
 
 logger = logging.getLogger("espnet_slam_aac.score")
 
@@ -148,6 +149,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="only render RESULTS.md (--results_md) from earlier runs: scores.json files, or "
         "dirs searched for them (e.g. the experiment dir)",
     )
+    runner.add_arguments(parser)
     return parser
 
 
@@ -221,6 +223,12 @@ def run(args: argparse.Namespace) -> None:
     candidates = read_candidate_sets(candidates_path) if candidates_path is not None else None
     if candidates is not None:
         check_candidates(references, candidates)
+    out_dir = args.out_dir or (args.decode_dir or next(iter(files.values())).parent) / "score"
+    inputs = [*files.values(), *args.ref_dir.glob("text_spk*"), candidates_path]
+    inputs += [args.model_config, args.decode_config, args.refine_config]
+    refuse_overwrite(
+        [out_dir / "scores.json", out_dir / "scores.jsonl", args.results_md or out_dir / "RESULTS.md"], inputs
+    )
     settings = settings_from(args)
     resources = metric_resources.resolve(args.cache_dir, args.java, link=args.link)
     if resources.linked:
@@ -242,7 +250,6 @@ def run(args: argparse.Namespace) -> None:
         oracle_metrics=args.oracle_metrics,
     )
 
-    out_dir = args.out_dir or (args.decode_dir or next(iter(files.values())).parent) / "score"
     set_name = args.set_name or args.ref_dir.resolve().name
     summary = results.summarize(
         report,

@@ -13,9 +13,11 @@ with ``--<name>_conf``) and ``--frozen_dtype``. Example::
         --valid_shape_file exp/stats/valid/speech_shape --output_dir exp/aac --resume true
 """
 
+import argparse
 from typing import List, Optional
 
 from espnet_slam_aac.tasks.aac import AACTask
+from espnet_slam_aac.utils import runner
 
 
 def get_parser():
@@ -23,7 +25,9 @@ def get_parser():
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    AACTask.main(cmd=argv)
+    # ESPnet parses the options and sets up its logging; a refused checkpoint, bad data or config, a non-finite
+    # loss still end as one `error:` line
+    runner.run(lambda _: AACTask.main(cmd=argv), argparse.Namespace())
 
 
 if __name__ == "__main__":

@@ -14,22 +14,28 @@ captions of beams 2..8 (or --beams) are the candidates and a CLAP picks the one 
 (SLAM-AAC's own folder with best_model.pt + clap_config.yaml, a LAION-CLAP .pt, a ClapModel folder or a hub id).
 --candidates FILE also writes every candidate with its scores (jsonl).
 
-A file that cannot be read is reported on stderr with the reason, the others are captioned; the exit status is
-1 if any file failed. A progress bar goes to stderr.
+A file that cannot be read, or whose caption comes out empty (a broken model or tokenizer), is reported on stderr
+by name, the others are captioned; the exit status is 1 if any clip failed. Only the TSV goes to stdout; logs and
+a progress bar go to stderr. A file name with a tab or a newline cannot be a TSV field: such a file is refused
+(rename it). --out and --candidates are written whole or not at all, and never over an input.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
-import logging
-import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import IO, List, Optional, Tuple
 
+from tqdm import tqdm
+
+from espnet_slam_aac.data.datadir import read_wav_scp
 from espnet_slam_aac.errors import AudioError, SlamAACError
 from espnet_slam_aac.inference.batching import iter_batches
-from espnet_slam_aac.inference.options import add_model_arguments, build_speech2caption
+from espnet_slam_aac.inference.options import add_model_arguments, build_speech2caption, model_inputs
+from espnet_slam_aac.utils import runner
+from espnet_slam_aac.utils.fileio import atomic_output, refuse_overwrite
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
 REFINE_BEAMS = "2..8"
@@ -50,14 +56,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refine_config", help="refine YAML (lm_weight, CLAP options), e.g. conf/refine.yaml")
     parser.add_argument("--num_workers", type=int, default=2, help="threads reading audio [2]")
     add_model_arguments(parser, device="auto", dtype="auto")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    runner.add_arguments(parser)
     return parser
 
 
 def collect(paths: List[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
-    """(name, audio path) pairs in the order given, and the problems found (missing paths, empty folders)."""
-    from espnet_slam_aac.data.datadir import read_wav_scp
-
+    """(name, audio path) pairs in the order given, and the problems found (missing paths, empty folders, names
+    with a tab or newline)."""
     entries, problems = [], []
     for spec in paths:
         path = Path(spec)
@@ -73,32 +78,45 @@ def collect(paths: List[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
                 problems.append(str(err))
         else:
             entries.append((spec, spec))  # read (or reported missing) like every file
-    return entries, problems
+    bad = [name for name, _ in entries if "\t" in name or "\n" in name or "\r" in name]
+    problems += [f"{name!r}: a file name with a tab or newline cannot be a TSV field; rename the file" for name in bad]
+    return [e for e in entries if e[0] not in bad], problems
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    from tqdm import tqdm
+    runner.run(run, get_parser().parse_args(argv))
 
+
+def run(args: argparse.Namespace) -> int:
     entries, problems = collect(args.paths)
+    inputs = [*args.paths, *(path for _, path in entries), *model_inputs(args), args.refine_config]
+    refuse_overwrite([args.out, args.candidates], inputs)
+    if args.out and args.candidates and Path(args.out).resolve() == Path(args.candidates).resolve():
+        raise SlamAACError(f"--out and --candidates are both {args.out}; give them different paths")
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if args.refine and args.beam_sizes is None and args.decode_config is None:
         args.beam_sizes = REFINE_BEAMS
-    try:
-        s2c = build_speech2caption(args, refine=args.refine, refine_config=args.refine_config)
-    except SlamAACError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    s2c = build_speech2caption(args, refine=args.refine, refine_config=args.refine_config)
     if s2c.clap is None and args.beam_sizes is None:  # only the beam that gives the caption
         s2c.options = s2c.options.replace(beam_sizes=(s2c.options.text_beam_size,))
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(atomic_output(args.out)) if args.out else sys.stdout
+        cands = stack.enter_context(atomic_output(args.candidates)) if args.candidates else None
+        failed, empty = caption_all(s2c, entries, args, out, cands)
+    failed += len(problems)
+    if failed or empty:
+        total = len(entries) + len(problems)
+        said = [f"{failed} of {total} input(s) failed"] if failed else []
+        said += [f"{empty} clip(s) got an empty caption (a broken model or tokenizer?)"] if empty else []
+        print(f"{'; '.join(said)}; see the errors above", file=sys.stderr)
+        return 1
+    return 0
 
-    out = open(_tmp(args.out), "w", encoding="utf-8") if args.out else sys.stdout
-    cands = open(_tmp(args.candidates), "w", encoding="utf-8") if args.candidates else None
-    failed = len(problems)
+
+def caption_all(s2c, entries: List[Tuple[str, str]], args: argparse.Namespace, out: IO, cands: Optional[IO]):
+    """Write a TSV row (and a candidates record) per clip; returns (unreadable clips, empty captions)."""
+    failed = empty = 0
     with tqdm(total=len(entries), unit="clip", disable=args.quiet, file=sys.stderr) as bar:
         for batch, loaded in iter_batches(entries, s2c.batch_size, args.num_workers):
             good = []
@@ -110,30 +128,29 @@ def main(argv: Optional[List[str]] = None) -> None:
                     good.append((name, clip))
             results = s2c.caption([clip for _, clip in good]) if good else []
             for (name, _), result in zip(good, results):
-                out.write(f"{name}\t{' '.join(result.caption.split())}\n")
+                caption = " ".join(result.caption.split())
+                if caption:
+                    out.write(f"{name}\t{caption}\n")
+                else:
+                    empty += 1
+                    bar.write(f"error: {name}: the caption is empty", file=sys.stderr)
                 if cands is not None:
-                    record = {
-                        "key": name,
-                        "caption": result.caption,
-                        "best": result.best,
-                        "candidates": [dataclasses.asdict(c) for c in result.candidates],
-                    }
-                    if result.similarities is not None:
-                        record["similarities"] = result.similarities
-                    cands.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    cands.write(json.dumps(candidates_record(name, result), ensure_ascii=False) + "\n")
             out.flush()
             bar.update(len(batch))
-    for handle, final in ((out, args.out), (cands, args.candidates)):
-        if final:
-            handle.close()
-            os.replace(_tmp(final), final)
-    if failed:
-        print(f"{failed} of {len(entries) + len(problems)} input(s) failed; see the errors above", file=sys.stderr)
-        sys.exit(1)
+    return failed, empty
 
 
-def _tmp(path: str) -> str:
-    return str(Path(path).with_name(f".{Path(path).name}.tmp"))
+def candidates_record(name: str, result) -> dict:
+    record = {
+        "key": name,
+        "caption": result.caption,
+        "best": result.best,
+        "candidates": [dataclasses.asdict(c) for c in result.candidates],
+    }
+    if result.similarities is not None:
+        record["similarities"] = result.similarities
+    return record
 
 
 if __name__ == "__main__":

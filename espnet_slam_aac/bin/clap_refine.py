@@ -17,20 +17,13 @@ Settings come from --config (conf/refine.yaml), then the flags below.
 """
 
 import argparse
-import logging
-import sys
 from typing import List, Optional
 
-from espnet_slam_aac.clap.refine import RefineConfig, run
-from espnet_slam_aac.errors import SlamAACError
+from espnet2.utils.types import str2bool
 
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+from espnet_slam_aac.clap import refine
+from espnet_slam_aac.clap.refine import RefineConfig
+from espnet_slam_aac.utils import runner
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -58,7 +51,7 @@ def get_parser() -> argparse.ArgumentParser:
         "max_text_tokens": "caption tokens kept [30 for SLAM-AAC's CLAP, 77 for LAION]",
     }
     types = {
-        "whole_clip": _bool,
+        "whole_clip": str2bool,
         "lm_weight": float,
         "max_seconds": float,
         "batch_size": int,
@@ -71,21 +64,19 @@ def get_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, name)
         shown = f" [{default}]" if default is not None else ""
         group.add_argument(f"--{name}", type=types.get(name, str), default=None, help=help_ + shown)
-    parser.add_argument("--log_level", default="INFO", help="logging level")
+    runner.add_arguments(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    not_settings = ("candidates", "data_dir", "out_dir", "config", "log_level")
+    runner.run(run, get_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
+    not_settings = ("candidates", "data_dir", "out_dir", "config", "log_level", "quiet")
     overrides = {k: v for k, v in vars(args).items() if k not in not_settings}
-    try:
-        config = RefineConfig.from_yaml(args.config, **overrides)
-        records = run(config, args.candidates, args.data_dir, args.out_dir)
-    except SlamAACError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    config = RefineConfig.from_yaml(args.config, **overrides)
+    records = refine.run(config, args.candidates, args.data_dir, args.out_dir, inputs=[args.config])
     changed = sum(r["best"] != 0 for r in records)
     print(f"{args.out_dir}: {len(records)} clips refined; {changed} chose another candidate than the first")
 

@@ -9,7 +9,9 @@ are the last block's tokens, CLS first, as float32:
   utterance  (D,): the CLS token
 
 One file: --wav IN --out OUT.npy. A whole list: --wav_scp wav.scp (lines "KEY PATH") --out PREFIX writes
-PREFIX.ark and PREFIX.scp (Kaldi format, read them with kaldiio.load_scp), in wav.scp order.
+PREFIX.ark and PREFIX.scp (Kaldi format, read them with kaldiio.load_scp), in wav.scp order. A file that cannot
+be read stops the run, named by its key; with --skip_invalid it is left out, and the skipped keys are counted
+and listed (KEY<TAB>reason) in PREFIX.skipped.tsv. Outputs are written whole or not at all, never over an input.
 
 The checkpoint is a fairseq .pt (pre-trained or fine-tuned), a Hugging Face folder (config.json +
 model.safetensors) or a Hub id such as worstchan/EAT-base_epoch30_finetune_AS2M. EAT's readme recommends
@@ -19,19 +21,25 @@ transforms to get what SLAM-AAC's data loader feeds EAT.
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+import kaldiio
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from espnet_slam_aac.data import audio
 from espnet_slam_aac.data import resample as resampling
 from espnet_slam_aac.data.datadir import read_wav_scp
-from espnet_slam_aac.errors import AudioError, SlamAACError
+from espnet_slam_aac.errors import AudioError, DataError
 from espnet_slam_aac.model import frontend
+from espnet_slam_aac.model.eat_checkpoint import load_eat_model
+from espnet_slam_aac.utils import runner
+from espnet_slam_aac.utils.config import resolve_device
+from espnet_slam_aac.utils.fileio import atomic_output, refuse_overwrite, write_atomically
 
+logger = logging.getLogger("espnet_slam_aac.eat_features")
 GRANULARITIES = ("all", "frame", "utterance")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,12 +63,13 @@ class FbankDataset(torch.utils.data.Dataset):
 
 
 def collate(items):
-    for _, fbank in items:
-        if isinstance(fbank, AudioError):
-            raise fbank
-    keys = [key for key, _ in items]
-    lengths = torch.tensor([fbank.shape[0] for _, fbank in items])
-    return keys, torch.nn.utils.rnn.pad_sequence([fbank for _, fbank in items], batch_first=True), lengths
+    """A padded batch of the readable clips, and the ``(key, AudioError)`` of the others."""
+    good = [(key, fbank) for key, fbank in items if not isinstance(fbank, AudioError)]
+    bad = [(key, err) for key, err in items if isinstance(err, AudioError)]
+    keys = [key for key, _ in good]
+    lengths = torch.tensor([fbank.shape[0] for _, fbank in good], dtype=torch.long)
+    fbanks = torch.nn.utils.rnn.pad_sequence([fbank for _, fbank in good], batch_first=True) if good else None
+    return keys, fbanks, lengths, bad
 
 
 def _one_thread(_worker_id: int) -> None:
@@ -73,9 +82,16 @@ def select(tokens: torch.Tensor, granularity: str) -> np.ndarray:
     return part.float().cpu().numpy()
 
 
-def extract(model, batches, device: torch.device, dtype: torch.dtype, granularity: str):
-    """Yield ``(key, features)`` for each clip of ``batches`` (from ``collate``)."""
-    for keys, fbank, lengths in batches:
+def extract(model, batches, device: torch.device, dtype: torch.dtype, granularity: str, skip_invalid: bool = False):
+    """Yield ``(key, features)`` for each clip of ``batches`` (from ``collate``), and ``(key, AudioError)`` for
+    an unreadable one when ``skip_invalid`` (else that error is raised)."""
+    for keys, fbank, lengths, bad in batches:
+        for key, err in bad:
+            if not skip_invalid:
+                raise err
+            yield key, err
+        if not keys:
+            continue
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             tokens = model(fbank.to(device), lengths.to(device))
         for key, row, n in zip(keys, tokens, model.config.num_tokens(lengths).tolist()):
@@ -118,6 +134,13 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch_size", type=int, default=8, help="clips per forward pass (default 8)")
     parser.add_argument("--num_workers", type=int, default=2, help="processes computing fbanks (default 2)")
+    parser.add_argument(
+        "--skip_invalid",
+        action="store_true",
+        help="with --wav_scp: leave out files that cannot be read, count them and list them in "
+        "PREFIX.skipped.tsv (default: stop at the first, naming its key)",
+    )
+    runner.add_arguments(parser)
     return parser
 
 
@@ -135,24 +158,23 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.num_workers < 0:
         parser.error("--batch_size must be at least 1 and --num_workers at least 0")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        run(args)
-    except SlamAACError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    runner.run(run, args)
+
+
+def output_paths(args: argparse.Namespace) -> List[Path]:
+    if args.wav:  # np.save's rule: .npy is appended unless the name has it
+        return [Path(args.out if args.out.endswith(".npy") else f"{args.out}.npy")]
+    return [Path(f"{args.out}.{suffix}") for suffix in ("ark", "scp", "skipped.tsv")]
 
 
 def run(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
-    from espnet_slam_aac.model.eat_checkpoint import load_eat_model
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    entries = [(args.wav, args.wav)] if args.wav else read_wav_scp(args.wav_scp)
+    outputs = output_paths(args)
+    refuse_overwrite(outputs, [args.wav, args.wav_scp, args.checkpoint, *(path for _, path in entries)])
+    device = torch.device(resolve_device(args.device))
     model = load_eat_model(args.checkpoint).to(device)
     max_frames = model.config.max_length * model.config.patch_size
     frontend.check_lengths(args.target_length, max_frames)
-    entries = [(args.wav, args.wav)] if args.wav else read_wav_scp(args.wav_scp)
     dataset = FbankDataset(
         entries, target_length=args.target_length, channel=args.channel, resampler=args.resampler, max_frames=max_frames
     )
@@ -163,21 +185,40 @@ def run(args: argparse.Namespace) -> None:
         collate_fn=collate,
         worker_init_fn=_one_thread,
     )
-    features = extract(model, batches, device, DTYPES[args.dtype], args.granularity)
+    features = extract(model, batches, device, DTYPES[args.dtype], args.granularity, args.skip_invalid and not args.wav)
     if args.wav:
         _, array = next(features)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.out, array)
-        logging.info("%s: %s features %s -> %s", args.wav, args.granularity, array.shape, args.out)
+        with atomic_output(outputs[0], binary=True) as f:
+            np.save(f, array)
+        logger.info("%s: %s features %s -> %s", args.wav, args.granularity, array.shape, outputs[0])
         return
-    import kaldiio
+    ark, scp, skipped_file = outputs
+    skipped = write_ark_scp(
+        ark, scp, tqdm(features, total=len(entries), desc="EAT features", unit="clip", disable=args.quiet)
+    )
+    if skipped:
+        write_atomically(skipped_file, (f"{key}\t{err}" for key, err in skipped))
+        logger.warning("%d of %d clips skipped (unreadable), listed in %s", len(skipped), len(entries), skipped_file)
+    else:
+        skipped_file.unlink(missing_ok=True)  # a list from an earlier run would describe other outputs
+    logger.info("%d clips: %s features -> %s, %s", len(entries) - len(skipped), args.granularity, ark, scp)
 
-    ark, scp = f"{args.out}.ark", f"{args.out}.scp"
-    Path(ark).parent.mkdir(parents=True, exist_ok=True)
-    with kaldiio.WriteHelper(f"ark,scp:{ark},{scp}") as writer:
-        for key, array in tqdm(features, total=len(entries), desc="EAT features", unit="clip"):
-            writer(key, array)
-    logging.info("%d clips: %s features -> %s, %s", len(entries), args.granularity, ark, scp)
+
+def write_ark_scp(ark: Path, scp: Path, features) -> List[Tuple[str, AudioError]]:
+    """Kaldi ark + scp of ``(key, array)`` items, both written whole (the scp names ``ark`` itself, not the
+    hidden file it is written to); returns the ``(key, AudioError)`` items, which are left out."""
+    skipped, lines = [], []
+    with atomic_output(ark, binary=True) as f:
+        for key, array in features:
+            if isinstance(array, AudioError):
+                skipped.append((key, array))
+                continue
+            lines.append(f"{key} {ark}:{f.tell() + len(key.encode()) + 1}")  # the data follows "KEY "
+            kaldiio.save_ark(f, {key: array})
+        if not lines:
+            raise DataError(f"no clip could be read ({len(skipped)} skipped); nothing written")
+    write_atomically(scp, lines)  # last: a complete scp says the ark is complete
+    return skipped
 
 
 if __name__ == "__main__":

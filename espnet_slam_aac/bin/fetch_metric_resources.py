@@ -18,13 +18,12 @@ Exits 1 if something asked for is still missing afterwards. Java (8+) must be in
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from espnet_slam_aac.errors import SlamAACError
 from espnet_slam_aac.scoring import resources as mr
 from espnet_slam_aac.scoring.metrics import ALL_METRICS
+from espnet_slam_aac.utils import runner
 
 logger = logging.getLogger("espnet_slam_aac.fetch_metric_resources")
 ALIASES = {"ptb": ("java", "ptb"), "all": ("java",) + mr.FETCHABLE}
@@ -53,6 +52,7 @@ def get_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only print what is present, what would be linked and what would be downloaded",
     )
+    runner.add_arguments(parser)
     return parser
 
 
@@ -105,12 +105,7 @@ def print_status(resources: mr.MetricResources, components: List[str]) -> List[s
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        sys.exit(run(args))
-    except SlamAACError as exc:
-        sys.exit(f"espnet-slam-aac fetch-metric-resources: error: {exc}")
+    runner.run(run, get_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,17 +11,20 @@ every tensor's name and shape. The result loads with
 """
 
 import argparse
+import io
 import logging
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import torch
+from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
-from espnet_slam_aac.errors import SlamAACError
 from espnet_slam_aac.model.decoder import DEFAULT_LORA
 from espnet_slam_aac.model.slam_checkpoint import check_against, lora_conf_from, read_slam_checkpoint
 from espnet_slam_aac.tasks.aac import FROZEN_DTYPES, AACTask
+from espnet_slam_aac.utils import runner
+from espnet_slam_aac.utils.fileio import atomic_output, refuse_overwrite, write_atomically
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -33,15 +36,15 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--frozen_dtype", choices=FROZEN_DTYPES, help="dtype of the frozen weights (written to config.yaml)"
     )
+    runner.add_arguments(parser)
     return parser
 
 
 def import_checkpoint(
     model_pt: Path, config: Path, out: Path, peft_dir: Optional[Path] = None, frozen_dtype: Optional[str] = None
 ) -> Path:
-    """Write ``out/config.yaml`` and ``out/model.pth``; return ``out``."""
-    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
-
+    """Write ``out/config.yaml`` and ``out/model.pth`` (each whole, never over an input); return ``out``."""
+    refuse_overwrite([out / "model.pth", out / "config.yaml"], [model_pt, config, peft_dir])
     state, adapter_config = read_slam_checkpoint(model_pt, peft_dir)
     args = AACTask.get_parser().parse_args(["--config", str(config)])
     if frozen_dtype is not None:
@@ -53,21 +56,20 @@ def import_checkpoint(
     model = AACTask.build_model(args)
     check_against(state, model.state_dict())
     model.load_state_dict(state)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out / "model.pth")
-    with open(out / "config.yaml", "w", encoding="utf-8") as f:
-        yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
+    with atomic_output(out / "model.pth", binary=True) as f:
+        torch.save(state, f)
+    text = io.StringIO()
+    yaml_no_alias_safe_dump(vars(args), text, indent=4, sort_keys=False)
+    write_atomically(out / "config.yaml", text.getvalue().splitlines())
     return out
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    ns = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        out = import_checkpoint(ns.model_pt, ns.config, ns.out, ns.peft_dir, ns.frozen_dtype)
-    except SlamAACError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    runner.run(run, get_parser().parse_args(argv))
+
+
+def run(ns: argparse.Namespace) -> None:
+    out = import_checkpoint(ns.model_pt, ns.config, ns.out, ns.peft_dir, ns.frozen_dtype)
     print(f"wrote {out / 'config.yaml'} and {out / 'model.pth'}", file=sys.stderr)
 
 

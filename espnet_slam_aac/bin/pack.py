@@ -3,7 +3,8 @@
 Writes OUT_DIR with config.yaml (frozen sources that are local paths copied into sources/ and pointed at
 relative to the folder; Hub ids kept and their revisions recorded), model.safetensors (the trained weights
 only: projector + LoRA), decode.yaml / refine.yaml when given, RESULTS.md and images/ when given,
-meta.yaml (espnet_model_zoo's index) and README.md (the model card). Load it with
+meta.yaml (espnet_model_zoo's index), README.md (the model card) and the demo as a Hugging Face Space
+(app.py, requirements.txt, --example clips in examples/; see `espnet-slam-aac demo`). Load it with
 `espnet-slam-aac caption --model OUT_DIR`, Speech2Caption.from_pretrained(OUT_DIR), or, once uploaded with
 `espnet-slam-aac upload`, by its Hub id. The layout is described in espnet_slam_aac.packaging.pack.
 
@@ -14,13 +15,15 @@ Example (what stage 11 of the recipes runs):
 """
 
 import argparse
-import logging
 import sys
 from typing import List, Optional
 
-from espnet_slam_aac.errors import SlamAACError
+from espnet2.utils.types import str2bool
+
 from espnet_slam_aac.packaging.layout import human
 from espnet_slam_aac.packaging.pack import DEFAULT_MAX_SOURCE_BYTES, pack
+from espnet_slam_aac.utils import runner
+from espnet_slam_aac.utils.fileio import refuse_overwrite
 
 
 def size(text: str) -> int:
@@ -43,6 +46,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", help="RESULTS.md")
     parser.add_argument("--images", help="folder of plots (ESPnet's exp/<dir>/images)")
     parser.add_argument("--option", action="append", default=[], help="another file or folder to include")
+    parser.add_argument(
+        "--example", action="append", default=[], help="an example clip for the demo page (examples/); repeat"
+    )
     parser.add_argument("--name", help="model name for the card, e.g. the Hub id me/slam-aac-clotho")
     parser.add_argument("--datasets", nargs="*", default=[], help="corpora for the card, e.g. clotho audiocaps")
     parser.add_argument("--license", default="other", help="license tag of the card [other: see its notes]")
@@ -54,36 +60,38 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--resolve_revisions",
-        type=lambda v: v.lower() in ("true", "1", "yes"),
+        type=str2bool,
         default=True,
         help="ask the Hub for the revision of each Hub-id source [true]",
     )
+    runner.add_arguments(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        report = pack(
-            args.train_config,
-            args.model_file,
-            args.out_dir,
-            decode_config=args.decode_config,
-            refine_config=args.refine_config,
-            clap=args.clap,
-            results=args.results,
-            images=args.images,
-            extra_files=args.option,
-            name=args.name,
-            datasets=args.datasets,
-            license=args.license,
-            max_source_bytes=args.max_source_size,
-            resolve_revisions=args.resolve_revisions,
-        )
-    except SlamAACError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    runner.run(run, get_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
+    inputs = [args.train_config, args.model_file, args.decode_config, args.refine_config, args.clap, args.results]
+    refuse_overwrite([], [*inputs, args.images, *args.option, *args.example], replaced_dirs=[args.out_dir])
+    report = pack(
+        args.train_config,
+        args.model_file,
+        args.out_dir,
+        decode_config=args.decode_config,
+        refine_config=args.refine_config,
+        clap=args.clap,
+        results=args.results,
+        images=args.images,
+        extra_files=args.option,
+        name=args.name,
+        datasets=args.datasets,
+        license=args.license,
+        max_source_bytes=args.max_source_size,
+        resolve_revisions=args.resolve_revisions,
+        examples=args.example,
+    )
     for ref in report.references:
         where = f"copied ({human(ref.bytes)})" if ref.bytes else (ref.revision or "revision not resolved")
         print(f"  {ref.key}: {ref.value} [{where}]", file=sys.stderr)

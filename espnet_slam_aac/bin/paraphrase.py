@@ -20,12 +20,9 @@ Config (YAML), every key optional:
 """
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import List, Optional
-
-import yaml
 
 from espnet_slam_aac.data.paraphrase import (
     BackTranslationConfig,
@@ -36,7 +33,10 @@ from espnet_slam_aac.data.paraphrase import (
     paraphrase_data_dir,
     read_paraphrase_file,
 )
-from espnet_slam_aac.errors import ConfigError, SlamAACError
+from espnet_slam_aac.errors import ConfigError
+from espnet_slam_aac.utils import runner
+from espnet_slam_aac.utils.config import check_keys, read_yaml
+from espnet_slam_aac.utils.fileio import refuse_overwrite
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -60,51 +60,49 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="override backtranslation.device")
     parser.add_argument("--batch_size", type=int, default=None, help="override backtranslation.batch_size")
     parser.add_argument("--seed", type=int, default=None, help="override backtranslation.seed")
+    runner.add_arguments(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        conf = {}
-        if args.config is not None:
-            conf = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-            unknown = set(conf) - {"max_per_caption", "backtranslation"}
-            if unknown:
+    runner.run(run, get_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
+    conf = {}
+    if args.config is not None:
+        conf = read_yaml(args.config, "paraphrase config")
+        check_keys(conf, ["max_per_caption", "backtranslation"], str(args.config))
+    # the data dir is replaced as a whole: no input may be in it
+    refuse_overwrite([], [args.config, args.paraphrases, args.cache, args.in_dir], replaced_dirs=[args.out_dir])
+    max_per_caption = args.max_per_caption if args.max_per_caption is not None else conf.get("max_per_caption", 2)
+    if args.paraphrases is not None:
+        table = read_paraphrase_file(args.paraphrases)
+
+        def make(captions):
+            if not any(dedup_key(c) in table for c in captions):
                 raise ConfigError(
-                    f"{args.config}: unknown key(s) {sorted(unknown)}; known: max_per_caption, backtranslation"
+                    f"{args.paraphrases}: no caption of {args.in_dir} is in the file "
+                    "(is it the paraphrase file of this set?)"
                 )
-        max_per_caption = args.max_per_caption if args.max_per_caption is not None else conf.get("max_per_caption", 2)
-        if args.paraphrases is not None:
-            table = read_paraphrase_file(args.paraphrases)
+            return table
 
-            def make(captions):
-                if not any(dedup_key(c) in table for c in captions):
-                    raise ConfigError(
-                        f"{args.paraphrases}: no caption of {args.in_dir} is in the file "
-                        "(is it the paraphrase file of this set?)"
-                    )
-                return table
+        report = paraphrase_data_dir(
+            args.in_dir, args.out_dir, make, max_per_caption, method=f"file:{args.paraphrases.name}"
+        )
+    else:
+        where = f"{args.config}: backtranslation" if args.config else "backtranslation"
+        bt = BackTranslationConfig.from_dict(conf.get("backtranslation") or {}, where)
+        for name in ("device", "batch_size", "seed"):
+            if getattr(args, name) is not None:
+                setattr(bt, name, getattr(args, name))
+        cache = TranslationCache(args.cache)
+        method = "backtranslation:" + " -> ".join(hop.model for hop in bt.chain)
 
-            report = paraphrase_data_dir(
-                args.in_dir, args.out_dir, make, max_per_caption, method=f"file:{args.paraphrases.name}"
-            )
-        else:
-            bt = BackTranslationConfig.from_dict(conf.get("backtranslation") or {})
-            for name in ("device", "batch_size", "seed"):
-                if getattr(args, name) is not None:
-                    setattr(bt, name, getattr(args, name))
-            cache = TranslationCache(args.cache)
-            method = "backtranslation:" + " -> ".join(hop.model for hop in bt.chain)
+        def make(captions):
+            return back_translate(captions, load_chain(bt), cache, bt.batch_size)
 
-            def make(captions):
-                return back_translate(captions, load_chain(bt), cache, bt.batch_size)
-
-            report = paraphrase_data_dir(args.in_dir, args.out_dir, make, max_per_caption, method)
-    except (SlamAACError, OSError, yaml.YAMLError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        report = paraphrase_data_dir(args.in_dir, args.out_dir, make, max_per_caption, method)
     print(f"{args.out_dir}: {report}", file=sys.stderr)
 
 

@@ -18,13 +18,14 @@ hidden folder and renamed into place when complete.
 """
 
 import argparse
-import logging
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from espnet_slam_aac.data.manifest import prepare_data_dir
 from espnet_slam_aac.data.records import DROPPED_FILE
-from espnet_slam_aac.errors import SlamAACError
+from espnet_slam_aac.utils import runner
+from espnet_slam_aac.utils.fileio import refuse_overwrite
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -67,6 +68,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="folder that relative 'source' paths are relative to (default: the manifest's)",
     )
     parser.add_argument("--num_workers", type=int, default=8, help="threads that read audio headers")
+    runner.add_arguments(parser)
     return parser
 
 
@@ -74,21 +76,23 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     if args.expect_refs is not None and not args.eval:
         get_parser().error("--expect_refs needs --eval")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        report = prepare_data_dir(
-            args.manifest,
-            args.out_dir,
-            references=args.eval,
-            expect_refs=args.expect_refs,
-            drop_invalid=args.drop_invalid,
-            decode_audio=args.check_audio,
-            audio_root=args.audio_root,
-            num_workers=args.num_workers,
-        )
-    except SlamAACError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    runner.run(run, args)
+
+
+def run(args: argparse.Namespace) -> None:
+    # the data dir is replaced as a whole: the manifest and the audio must not be in it
+    audio_root = args.audio_root or Path(args.manifest).parent
+    refuse_overwrite([], [args.manifest, audio_root], replaced_dirs=[args.out_dir])
+    report = prepare_data_dir(
+        args.manifest,
+        args.out_dir,
+        references=args.eval,
+        expect_refs=args.expect_refs,
+        drop_invalid=args.drop_invalid,
+        decode_audio=args.check_audio,
+        audio_root=args.audio_root,
+        num_workers=args.num_workers,
+    )
     kind = "clips" if args.eval else "utterances"
     listed = f" (listed in {report.out_dir / DROPPED_FILE})" if report.dropped else ""
     print(

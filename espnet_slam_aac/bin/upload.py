@@ -3,15 +3,15 @@
 Creates HF_REPO if needed and pushes every file of the folder (hidden files excepted). Needs a token with
 write access: `hf auth login`, or HF_TOKEN in the environment. --dry_run lists what would be sent and
 touches no network. Others then load the model by its id:
-`espnet-slam-aac caption --model HF_REPO clips/*.wav`.
+`espnet-slam-aac caption --model HF_REPO clips/*.wav`. With --space the same folder goes to a Gradio Space
+(its app.py, requirements.txt and README keys): the model's demo page online.
 """
 
 import argparse
-import sys
 from typing import List, Optional
 
-from espnet_slam_aac.errors import SlamAACError
 from espnet_slam_aac.packaging.upload import upload
+from espnet_slam_aac.utils import runner
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -22,25 +22,27 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--revision", default=None, help="branch to push to [main]")
     parser.add_argument("--commit_message", default=None)
     parser.add_argument("--dry_run", action="store_true", help="list the files, upload nothing")
+    parser.add_argument("--space", action="store_true", help="to a Gradio Space: the model's demo page (app.py)")
+    runner.add_arguments(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    try:
-        print(
-            upload(
-                args.model_dir,
-                args.hf_repo,
-                private=args.private,
-                revision=args.revision,
-                commit_message=args.commit_message,
-                dry_run=args.dry_run,
-            )
+    runner.run(run, get_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
+    print(
+        upload(
+            args.model_dir,
+            args.hf_repo,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            dry_run=args.dry_run,
+            space=args.space,
         )
-    except SlamAACError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    )
 
 
 if __name__ == "__main__":

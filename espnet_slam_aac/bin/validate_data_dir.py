@@ -9,11 +9,10 @@ at least one 25 ms frame long and as long as utt2num_samples says). Exits 1 list
 """
 
 import argparse
-import sys
 from typing import List, Optional
 
 from espnet_slam_aac.data.check import validate_data_dir
-from espnet_slam_aac.errors import SlamAACError
+from espnet_slam_aac.utils import runner
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -27,16 +26,16 @@ def get_parser() -> argparse.ArgumentParser:
         "headers are readable and match utt2num_samples (default), or decode them fully",
     )
     parser.add_argument("--num_workers", type=int, default=8, help="threads that read audio files")
+    runner.add_arguments(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    try:
-        summary = validate_data_dir(args.data_dir, audio=args.audio, num_workers=args.num_workers)
-    except SlamAACError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    runner.run(run, get_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
+    summary = validate_data_dir(args.data_dir, audio=args.audio, num_workers=args.num_workers)
     refs = f", text_spk1..{summary.num_reference_files}" if summary.num_reference_files else ""
     print(f"{summary.data_dir}: OK ({summary.num_utterances} utterances{refs})")
 

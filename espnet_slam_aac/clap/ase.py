@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
-import yaml
 from torch import nn
 from transformers import ClapAudioConfig, ClapAudioModel, ClapTextConfig, RobertaConfig, RobertaModel
 from transformers.models.clap.modeling_clap import ClapProjectionLayer
@@ -27,6 +26,7 @@ from transformers.models.clap.modeling_clap import ClapProjectionLayer
 from espnet_slam_aac.clap import convert as clap_convert
 from espnet_slam_aac.clap.frontend import ASE_MEL, MelConfig
 from espnet_slam_aac.errors import CheckpointError, ConfigError
+from espnet_slam_aac.utils.config import read_yaml
 
 # RobertaConfig values of the released RoBERTa checkpoints that RobertaConfig's defaults get wrong
 ROBERTA_FAMILY = dict(layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
@@ -67,11 +67,7 @@ def read_config(path: Path) -> dict:
             f"{path}: no such file; the SLAM-AAC CLAP needs the clap_config.yaml it was trained with "
             "next to best_model.pt (or pass config=PATH)"
         )
-    with open(path, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: not a YAML mapping")
-    return config
+    return read_yaml(path, "CLAP config")
 
 
 def mel_config(config: dict, path: Path) -> MelConfig:

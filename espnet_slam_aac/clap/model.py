@@ -6,6 +6,7 @@ Library API (used by ``Speech2Caption`` and ``bin/clap_refine.py``)::
     audio = clap.audio_embeddings([(waveform, 44100)])   # (B, E), L2-normalised
     text = clap.text_embeddings(["a dog barks", ...])    # (M, E), L2-normalised
     best, scores = rescore(candidates, audio[0], text, lm_weight=0.0)
+    picks = rescore_clips(clap, [(waveform, 44100)], [candidates])   # embed and rescore in one call
 
 Backends (``load_clap`` tells them apart by content, not by file name):
 
@@ -41,9 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from espnet_slam_aac.clap import ase as clap_ase
 from espnet_slam_aac.clap import convert as clap_convert
 from espnet_slam_aac.clap.frontend import LAION_MEL, MelConfig, clip_windows
-from espnet_slam_aac.errors import AudioError, CheckpointError, ConfigError
+from espnet_slam_aac.errors import AudioError, CheckpointError, ConfigError, DataError
+from espnet_slam_aac.utils.config import check_keys
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +211,39 @@ def rescore(
     return best, scores
 
 
+def rescore_clips(
+    clap: CLAP,
+    clips: Sequence[Tuple[np.ndarray, int]],
+    candidates: Sequence[Sequence],
+    lm_weight: float = 0.0,
+    names: Optional[Sequence[str]] = None,
+) -> List[Tuple[int, List[CandidateScore]]]:
+    """CLAP-Refine of a batch, the one loop ``Speech2Caption`` and ``clap-refine`` share: embed the clips
+    (``(waveform, sample_rate)``) and every candidate's text in one call each, then ``rescore`` each clip's
+    candidates. ``names`` (default ``clip I``) name a clip in errors: unreadable audio, NaN scores."""
+    names = list(names) if names is not None else [f"clip {i}" for i in range(len(clips))]
+    try:
+        audio = clap.audio_embeddings(clips)
+    except AudioError:
+        for name, clip in zip(names, clips):  # find the clip to name
+            try:
+                clap.audio_embeddings([clip])
+            except AudioError as err:
+                raise AudioError(f"{name}: {err}") from err
+        raise
+    text = clap.text_embeddings([_field(c, "text") for clip_candidates in candidates for c in clip_candidates])
+    picks, offset = [], 0
+    for name, clip_candidates, audio_embedding in zip(names, candidates, audio):
+        try:
+            picks.append(
+                rescore(clip_candidates, audio_embedding, text[offset : offset + len(clip_candidates)], lm_weight)
+            )
+        except ValueError as err:
+            raise DataError(f"{name}: {err}") from err
+        offset += len(clip_candidates)
+    return picks
+
+
 def _tokenizer(source: str):
     from transformers import AutoTokenizer
 
@@ -287,13 +323,8 @@ def load_clap(
     ``short_clip``). ``config``: the ASE's clap_config.yaml when not beside its best_model.pt;
     ``tokenizer``: a folder or hub id, by default the checkpoint's folder if it holds tokenizer files,
     else the text encoder's name (``roberta-base``)."""
-    from espnet_slam_aac.clap import ase as clap_ase
-
     known = set(inspect.signature(CLAP.__init__).parameters) - {"self", "tower", "tokenizer", "mel", "backend"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        known |= {"config", "tokenizer"}
-        raise ConfigError(f"unknown CLAP option(s) {unknown}; known: {sorted(known)}")
+    check_keys(options, known | {"config", "tokenizer", "max_text_tokens"}, "CLAP options")
     path = Path(spec)
     if path.is_dir():
         if (path / "config.json").is_file():

@@ -20,13 +20,16 @@ import typing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from espnet_slam_aac.clap.model import load_clap, rescore_clips
+from espnet_slam_aac.data.audio import load_audio
 from espnet_slam_aac.data.datadir import read_wav_scp
-from espnet_slam_aac.errors import AudioError, ConfigError, DataError
-from espnet_slam_aac.utils.config import resolve_beside
+from espnet_slam_aac.errors import ConfigError, DataError
+from espnet_slam_aac.utils.config import check_keys, read_yaml, resolve_beside
+from espnet_slam_aac.utils.fileio import refuse_overwrite, write_atomically, write_kaldi_text
 
 logger = logging.getLogger(__name__)
 
@@ -72,16 +75,10 @@ class RefineConfig:
     def from_yaml(cls, path: Path, **overrides) -> "RefineConfig":
         values = {}
         if path:
-            with open(path, encoding="utf-8") as f:
-                values = yaml.safe_load(f) or {}
-            if not isinstance(values, dict):
-                raise ConfigError(f"{path}: not a YAML mapping")
+            values = read_yaml(path, "refine config")
             values = {k: resolve_beside(Path(path).parent, v) if k in PATH_KEYS else v for k, v in values.items()}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{path or 'refine settings'}: unknown key(s) {unknown}; known: {sorted(known)}")
+        check_keys(values, [f.name for f in dataclasses.fields(cls)], str(path or "refine settings"))
         return cls(**values)
 
     def clap_options(self) -> dict:
@@ -125,9 +122,6 @@ def read_candidates(path: Path) -> List[Tuple[str, List[dict]]]:
 
 def refine(clap, clips: List[Tuple[str, List[dict]]], wav_scp: Dict[str, str], config: RefineConfig) -> List[dict]:
     """Score every clip's candidates; one record per clip (``scores.jsonl`` lines), sorted by key."""
-    from espnet_slam_aac.clap.model import rescore
-    from espnet_slam_aac.data.audio import load_audio
-
     missing = [key for key, _ in clips if key not in wav_scp]
     if missing:
         raise DataError(f"{len(missing)} candidate key(s) are not in wav.scp, e.g. {missing[:5]}")
@@ -137,52 +131,39 @@ def refine(clap, clips: List[Tuple[str, List[dict]]], wav_scp: Dict[str, str], c
         for start in range(0, len(clips), config.clips_per_step):
             step = clips[start : start + config.clips_per_step]
             audio = list(pool.map(load_audio, [wav_scp[key] for key, _ in step]))
-            try:
-                audio_emb = clap.audio_embeddings(audio)
-            except AudioError:  # find the clip to name
-                for (key, _), clip in zip(step, audio):
-                    try:
-                        clap.audio_embeddings([clip])
-                    except AudioError as e:
-                        raise AudioError(f"key {key!r} ({wav_scp[key]}): {e}") from e
-                raise
-            texts = [c["text"] for _, cands in step for c in cands]
-            text_emb = clap.text_embeddings(texts)
-            offset = 0
-            for (key, cands), a in zip(step, audio_emb):
-                try:
-                    best, scores = rescore(cands, a, text_emb[offset : offset + len(cands)], config.lm_weight)
-                except ValueError as e:
-                    raise DataError(f"key {key!r}: {e}") from e
-                offset += len(cands)
+            names = [f"key {key!r} ({wav_scp[key]})" for key, _ in step]
+            picks = rescore_clips(clap, audio, [cands for _, cands in step], config.lm_weight, names)
+            for (key, cands), (best, scores) in zip(step, picks):
                 scored = [{**c, **dataclasses.asdict(s)} for c, s in zip(cands, scores)]
                 records.append({"key": key, "best": best, "text": cands[best]["text"], "candidates": scored})
             logger.info("CLAP-Refine: %d / %d clips", len(records), len(clips))
     return records
 
 
+def output_paths(out_dir: Path) -> List[Path]:
+    """What ``write_outputs`` writes, ``text`` last."""
+    return [Path(out_dir) / name for name in ("scores.jsonl", "refine.yaml", "text")]
+
+
 def write_outputs(out_dir: Path, records: List[dict], config: RefineConfig) -> None:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "text", "w", encoding="utf-8") as f:
-        for rec in records:
-            caption = " ".join(rec["text"].split())
-            f.write(f"{rec['key']} {caption}\n" if caption else f"{rec['key']}\n")
-    with open(out_dir / "scores.jsonl", "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps({**rec, "lm_weight": config.lm_weight}, ensure_ascii=False) + "\n")
-    with open(out_dir / "refine.yaml", "w", encoding="utf-8") as f:
-        yaml.safe_dump(dataclasses.asdict(config), f, sort_keys=False)
+    """Every file written whole (``utils.fileio``); ``text`` last, so that its presence says the run finished."""
+    scores, settings, text = output_paths(out_dir)
+    write_atomically(scores, (json.dumps({**r, "lm_weight": config.lm_weight}, ensure_ascii=False) for r in records))
+    write_atomically(settings, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False).splitlines())
+    write_kaldi_text(text, ((r["key"], r["text"]) for r in records))
 
 
-def run(config: RefineConfig, candidates: Path, data_dir: Path, out_dir: Path) -> List[dict]:
-    """Load the CLAP named by ``config.clap``, refine every clip of ``candidates``, write ``out_dir``."""
-    from espnet_slam_aac.clap.model import load_clap
-
+def run(
+    config: RefineConfig, candidates: Path, data_dir: Path, out_dir: Path, inputs: Sequence[Optional[Path]] = ()
+) -> List[dict]:
+    """Load the CLAP named by ``config.clap``, refine every clip of ``candidates``, write ``out_dir``. No output
+    may replace ``candidates``, the data dir's files or the other ``inputs`` (e.g. the refine YAML)."""
     if not config.clap:
         raise ConfigError("no CLAP given: set 'clap:' in the refine YAML or pass --clap")
     clips = read_candidates(candidates)
     wav_scp = dict(read_wav_scp(Path(data_dir) / "wav.scp"))
+    data_files = [p for p in Path(data_dir).iterdir() if p.is_file()]
+    refuse_overwrite(output_paths(out_dir), [candidates, *data_files, *wav_scp.values(), *inputs])
     clap = load_clap(config.clap, **config.clap_options())
     records = refine(clap, clips, wav_scp, config)
     write_outputs(out_dir, records, config)

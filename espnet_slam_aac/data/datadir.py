@@ -91,9 +91,9 @@ def _publish(out_dir: Path, files: Mapping[str, str]) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp, old = out_dir.with_name(f".{out_dir.name}.tmp-{tag}"), out_dir.with_name(f".{out_dir.name}.old-{tag}")
-    tmp.mkdir()
     moved_aside = False
     try:
+        tmp.mkdir()
         for name, content in files.items():
             with open(tmp / name, "w", encoding="utf-8", newline="\n") as f:
                 f.write(content)
@@ -103,10 +103,12 @@ def _publish(out_dir: Path, files: Mapping[str, str]) -> Path:
             os.rename(out_dir, old)
             moved_aside = True
         os.rename(tmp, out_dir)
-    except BaseException:
+    except BaseException as err:
         if moved_aside and not out_dir.exists():
             os.rename(old, out_dir)  # put the previous data dir back
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):  # name the data dir, not the hidden folder it was written in
+            raise OSError(err.errno, f"cannot write the data dir: {err.strerror or err}", str(out_dir)) from err
         raise
     shutil.rmtree(old, ignore_errors=True)
     return out_dir

@@ -40,6 +40,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Protocol, 
 from espnet_slam_aac.data.datadir import read_data_dir, write_data_dir
 from espnet_slam_aac.data.records import Utterance, caption_problem, normalize_caption
 from espnet_slam_aac.errors import ConfigError, DataError
+from espnet_slam_aac.utils.config import check_keys, resolve_device
+from espnet_slam_aac.utils.fileio import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -86,22 +88,19 @@ class BackTranslationConfig:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, conf: Mapping) -> "BackTranslationConfig":
+    def from_dict(cls, conf: Mapping, where: str = "backtranslation") -> "BackTranslationConfig":
         conf = dict(conf)
-        unknown = set(conf) - {"chain", "batch_size", "device", "seed"}
-        if unknown:
-            raise ConfigError(
-                f"unknown back-translation option(s) {sorted(unknown)}; known: chain, batch_size, device, seed"
-            )
+        check_keys(conf, ["chain", "batch_size", "device", "seed"], where)
         hops = conf.pop("chain", None)
         out = cls(**conf)
         if hops is not None:
             if not isinstance(hops, list) or not hops:
                 raise ConfigError("chain must be a non-empty list of {model: ..., ...} hops")
-            try:
-                out.chain = [Hop(**hop) for hop in hops]
-            except TypeError as e:
-                raise ConfigError(f"bad hop in chain: {e}; a hop takes {list(Hop.__dataclass_fields__)}") from e
+            for i, hop in enumerate(hops):
+                if not isinstance(hop, Mapping) or "model" not in hop:
+                    raise ConfigError(f"{where}.chain[{i}]: a hop is a mapping {{model: ..., ...}}, got {hop!r}")
+                check_keys(hop, Hop.__dataclass_fields__, f"{where}.chain[{i}]")
+            out.chain = [Hop(**hop) for hop in hops]
         for hop in out.chain:
             if hop.num_return_sequences < 1 or (not hop.sample and hop.num_return_sequences > hop.num_beams):
                 raise ConfigError(f"hop {hop.model}: num_return_sequences must be 1..num_beams")
@@ -125,12 +124,10 @@ class Seq2SeqTranslator:
         self.model = self.tokenizer = None  # loaded on first use: a full cache needs no model
 
     def _load(self) -> None:
-        import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         hop = self.hop
-        if self.device == "auto":
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = resolve_device(self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(hop.model, revision=hop.revision)
             self.model = AutoModelForSeq2SeqLM.from_pretrained(hop.model, revision=hop.revision)
@@ -329,7 +326,5 @@ def paraphrase_data_dir(
     paraphrases = make_paraphrases(sorted({u.text for u in utterances}))
     added, provenance, report = augment(utterances, paraphrases, max_per_caption, method)
     write_data_dir(list(utterances) + added, out_dir)
-    with open(Path(out_dir) / PROVENANCE_FILE, "w", encoding="utf-8") as f:
-        for record in provenance:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    write_atomically(Path(out_dir) / PROVENANCE_FILE, (json.dumps(r, ensure_ascii=False) for r in provenance))
     return report

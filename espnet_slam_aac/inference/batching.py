@@ -21,6 +21,12 @@ def read_keys(path: Path) -> List[str]:
     return keys
 
 
+def data_dir_files(wav_scp: Path) -> List[Path]:
+    """The files of the data dir a wav.scp belongs to (one with utt2spk), which a decode must not replace."""
+    folder = Path(wav_scp).parent
+    return [p for p in folder.iterdir() if p.is_file()] if (folder / "utt2spk").is_file() else []
+
+
 def select_entries(wav_scp: Path, key_file: Optional[Path]) -> List[Tuple[str, str]]:
     entries = read_wav_scp(wav_scp)
     if key_file is None:

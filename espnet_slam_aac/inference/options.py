@@ -3,6 +3,8 @@ decoding options of ``DecodingOptions`` as flags over a decode YAML."""
 
 import argparse
 import dataclasses
+from pathlib import Path
+from typing import List
 
 from espnet_slam_aac.errors import ConfigError
 from espnet_slam_aac.inference.decoding import DecodingOptions
@@ -19,6 +21,7 @@ DECODING_HELP = {
     "repetition_penalty": "transformers' repetition penalty over the generated tokens",
     "early_stopping": "true, false (transformers' heuristic) or never",
     "schedule": "combined (all beam sizes in one search) or sequential (less memory)",
+    "stop_rule": "transformers (today's generate) or slam_aac (transformers 4.35.2's, as SLAM-AAC decoded)",
 }
 
 
@@ -48,6 +51,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, device: str, dtype: str
         shown = "4 if decoded, else the first" if name == "text_beam_size" else shown
         flags = [f"--{name}", "--beams"] if name == "beam_sizes" else [f"--{name}"]
         group.add_argument(*flags, dest=name, type=types[name], default=None, help=f"{help_} [{shown}]")
+
+
+def model_inputs(args: argparse.Namespace) -> List[Path]:
+    """The files the model options name (a model folder: every file in it), which no output may replace."""
+    named = [args.train_config, args.model_file, args.decode_config, getattr(args, "refine_config", None)]
+    files = [Path(p) for p in named if p]
+    if args.model and Path(args.model).is_dir():
+        files += [p for p in Path(args.model).iterdir() if p.is_file()]
+    return files
 
 
 def build_speech2caption(args: argparse.Namespace, **extra):

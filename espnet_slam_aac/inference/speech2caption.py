@@ -28,18 +28,19 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import yaml
 
+from espnet_slam_aac.clap.model import load_clap, rescore_clips
+from espnet_slam_aac.clap.refine import RefineConfig
 from espnet_slam_aac.data import audio
 from espnet_slam_aac.data import resample as resampling
 from espnet_slam_aac.errors import CheckpointError, ConfigError
 from espnet_slam_aac.inference.decoding import DecodingOptions, decode
+from espnet_slam_aac.tasks.aac import AACTask
 from espnet_slam_aac.utils.checkpoint import read_state_dict, resolve_model_dir
-from espnet_slam_aac.utils.config import resolve_beside
+from espnet_slam_aac.utils.config import read_yaml, resolve_beside, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 # model files looked for in a folder, in this order: a packed model, an imported SLAM-LLM checkpoint
 # (import-slam-checkpoint), then ESPnet's usual names
 MODEL_FILES = (
@@ -76,23 +77,6 @@ class CaptionResult:
     similarities: Optional[List[float]] = None  # CLAP cosine of each candidate, when refined
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``auto``: bfloat16 on GPU, float32 on CPU (the reference decodes in float32)."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, dtype)
-
-
 def find_model_file(folder: Path) -> Path:
     for name in MODEL_FILES:
         if (folder / name).is_file():
@@ -108,15 +92,8 @@ def load_model(
 ) -> Tuple[torch.nn.Module, argparse.Namespace]:
     """Build the ``AACTask`` model of ``train_config`` with its frozen weights in ``dtype`` and load the trained
     weights strictly (a file that lacks a projector or LoRA tensor, or has extra ones, is an error)."""
-    from espnet_slam_aac.tasks.aac import AACTask
-
     train_config = Path(train_config)
-    try:
-        conf = yaml.safe_load(train_config.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read the model config {train_config}: {err}") from err
-    if not isinstance(conf, dict):
-        raise ConfigError(f"{train_config}: not a training config (a YAML mapping)")
+    conf = read_yaml(train_config, "model config")
     for section, key in PATH_KEYS:  # paths inside a packed folder are relative to it
         if isinstance(conf.get(section), dict) and key in conf[section]:
             conf[section][key] = resolve_beside(train_config.parent, conf[section][key])
@@ -197,9 +174,6 @@ class Speech2Caption:
             self._load_clap(refine if isinstance(refine, str) else None, refine_config)
 
     def _load_clap(self, clap: Optional[str], refine_config: Optional[Union[str, Path]]) -> None:
-        from espnet_slam_aac.clap.model import load_clap
-        from espnet_slam_aac.clap.refine import RefineConfig
-
         config = RefineConfig.from_yaml(refine_config, device=self.device)
         if clap is not None:
             config = dataclasses.replace(config, clap=clap)
@@ -272,17 +246,8 @@ class Speech2Caption:
         first = [c.beam_size for c in candidates[0]].index(self.options.text_beam_size)
         if self.clap is None:
             return [CaptionResult(c[first].text, c, first) for c in candidates]
-        from espnet_slam_aac.clap.model import rescore
-
-        audio = self.clap.audio_embeddings([(np.asarray(w), int(sr)) for w, sr in clips])
-        text = self.clap.text_embeddings([c.text for clip in candidates for c in clip])
-        results, offset = [], 0
-        for clip_candidates, audio_embedding in zip(candidates, audio):
-            n = len(clip_candidates)
-            records = [dataclasses.asdict(c) for c in clip_candidates]
-            best, scores = rescore(records, audio_embedding, text[offset : offset + n], self.lm_weight)
-            offset += n
-            results.append(
-                CaptionResult(clip_candidates[best].text, clip_candidates, best, [s.similarity for s in scores])
-            )
-        return results
+        picks = rescore_clips(self.clap, [(np.asarray(w), int(sr)) for w, sr in clips], candidates, self.lm_weight)
+        return [
+            CaptionResult(c[best].text, c, best, [s.similarity for s in scores])
+            for c, (best, scores) in zip(candidates, picks)
+        ]

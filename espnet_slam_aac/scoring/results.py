@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 from espnet_slam_aac.errors import SlamAACError
 from espnet_slam_aac.scoring.metrics import ScoreReport
 from espnet_slam_aac.scoring.plots import DISPLAY, plot_set, set_figure_inputs
+from espnet_slam_aac.utils.config import read_yaml
 from espnet_slam_aac.utils.fileio import write_atomically
 
 # settings keys of a training config worth showing in RESULTS.md (top level, substring match)
@@ -150,9 +151,7 @@ def find_summaries(paths: Sequence[Path]) -> List[Dict]:
 def summarize_config(path: Path, keys: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Flatten a YAML config to ``{"a.b": value}`` (scalars and short lists), optionally only top-level
     keys containing one of ``keys``."""
-    import yaml
-
-    config = yaml.safe_load(Path(path).read_text()) or {}
+    config = read_yaml(path)
     flat: Dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:

@@ -49,8 +49,9 @@ from espnet_slam_aac.model.projector import AbsProjector, LinearProjector
 from espnet_slam_aac.model.slam_aac import SlamAAC, cast_frozen
 from espnet_slam_aac.tasks.guard import GuardedTrainer
 from espnet_slam_aac.utils.checkpoint import safe_torch_load
+from espnet_slam_aac.utils.config import DTYPES, resolve_dtype
 
-FROZEN_DTYPES = ("auto", "float32", "bfloat16", "float16")
+FROZEN_DTYPES = DTYPES
 
 frontend_choices = ClassChoices(
     name="frontend", classes=dict(eat_fbank=EATFbank), type_check=AbsFrontend, default="eat_fbank", optional=True
@@ -73,11 +74,7 @@ def resolve_frozen_dtype(name: str, ngpu: int) -> torch.dtype:
     where the GPU supports it and float16 otherwise; float32 on CPU (whose bf16 products are slow)."""
     if name not in FROZEN_DTYPES:
         raise ConfigError(f"frozen_dtype must be one of {FROZEN_DTYPES}, got {name!r}")
-    if name == "auto":
-        if ngpu > 0 and torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return getattr(torch, name)
+    return resolve_dtype(name, "cuda" if ngpu > 0 and torch.cuda.is_available() else "cpu")
 
 
 # constructor arguments the task fills in itself, per component: not keys of its *_conf section

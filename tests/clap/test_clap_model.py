@@ -181,7 +181,7 @@ def test_lm_weight_without_logprobs_is_an_error_and_zero_weight_ignores_them():
 
 
 def test_unknown_or_bad_options_fail_when_loading(tiny_claps):
-    with pytest.raises(ConfigError, match=r"unknown CLAP option\(s\) \['batchsize'\]"):
+    with pytest.raises(ConfigError, match=r"CLAP options: unknown key\(s\) \['batchsize'\]"):
         load_clap(str(tiny_claps["ase"]), batchsize=4)
     with pytest.raises(ConfigError, match="channel must be first|mean"):
         load_clap(str(tiny_claps["ase"]), channel="left")

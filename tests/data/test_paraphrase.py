@@ -107,7 +107,7 @@ def test_cache_ignores_an_interrupted_last_line_and_rejects_corruption(tmp_path)
 
 
 def test_config_rejects_unknown_keys_and_impossible_beams():
-    with pytest.raises(ConfigError, match="unknown back-translation option"):
+    with pytest.raises(ConfigError, match=r"backtranslation: unknown key\(s\)"):
         P.BackTranslationConfig.from_dict({"beams": 3})
     with pytest.raises(ConfigError, match="num_return_sequences must be 1..num_beams"):
         P.BackTranslationConfig.from_dict({"chain": [{"model": "m", "num_beams": 2, "num_return_sequences": 3}]})
