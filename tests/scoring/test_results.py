@@ -109,3 +109,49 @@ def test_summarize_config_keeps_model_keys_and_flattens(tmp_path):
         "decoder_conf.target_modules": ["q_proj", "v_proj"],
     }
     assert results.summarize_config(config)["optim"] == "adamw"
+
+
+def test_a_sets_figure_shows_every_decode_and_the_untrained_baseline_in_one_order(tmp_path, report, summary):
+    from espnet_slam_aac.scoring.plots import set_figure_inputs
+
+    baseline = dict(summary, model="untrained")
+    baseline["decodes"] = {"1best": {"hyp": "", "corpus": {"bleu_1": 0.05, "cider_d": 0.01, "vocab": 3.0}}}
+    written = results.write_results(tmp_path / "RESULTS.md", [summary, baseline], title="exp/x")
+    assert [p.name for p in written] == ["RESULTS.md", "scores_test_clotho.png"]  # one figure for the set
+    assert written[1].stat().st_size > 10000
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "### test_clotho\n" in md and "### test_clotho (untrained model)\n" in md
+    assert md.count("![scores on test_clotho](images/scores_test_clotho.png)") == 1
+
+    inputs = set_figure_inputs(summary, baseline)
+    assert list(inputs["decodes"]) == list(summary["decodes"]) + ["untrained 1best"]
+    assert inputs["marks"]["vocab"] == (summary["reference_vocab"]["one_per_clip"], "refs, 1 per clip")
+    assert "meteor" not in inputs["metrics"] and "meteor" in inputs["missing"]
+
+
+def test_results_md_compares_the_picks_with_what_the_candidates_could_reach():
+    refs = {"a": ["a dog barks", "a dog is barking"], "b": ["rain falls", "heavy rain"], "c": ["a bell rings"]}
+    cands = {"a": ["a cat", "a dog barks"], "b": ["rain falls", "rain"], "c": ["a bell", "a bell rings"]}
+    decodes = {"1best": {k: c[0] for k, c in cands.items()}, "clap_refine": {k: c[1] for k, c in cands.items()}}
+    no_java = mr.MetricResources(
+        Path("/nonexistent"), None, {name: mr.Component(name, missing=["absent"]) for name in ("java",) + mr.FETCHABLE}
+    )
+    report = score_decodes(
+        refs,
+        decodes,
+        no_java,
+        metrics=["cider_d", "spider", "vocab"],
+        normalization=TextNormalization(False),
+        candidates=cands,
+        oracle_metrics=["cider_d", "spider_fl"],
+    )
+    summary = results.summarize(report, "test", {}, "data/test", candidates_path="decode/candidates.jsonl")
+    md = results.render_results_md([summary])
+    reach = md[md.index("#### What the candidates could reach (candidates per clip: 2 (3 clips))") :].splitlines()
+    assert reach[2] == "|pick|CIDEr-D|vocab|"
+    oracle = 100 * report.decodes["oracle_cider_d"].corpus["cider_d"]
+    assert (
+        reach[6] == f"|oracle_cider_d (best candidate by CIDEr-D)|{oracle:.2f}|7|"
+    )  # a dog barks, rain falls, a bell rings
+    assert "- spider_max: not computed (spider is missing here (see the missing metrics))" in reach
+    assert summary["reach"]["oracles"] == {"oracle_cider_d": "cider_d"} and summary["reach"]["spider_max"] is None
