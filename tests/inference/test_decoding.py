@@ -8,6 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from espnet_slam_aac.errors import ConfigError
 from espnet_slam_aac.inference.decoding import DecodingOptions, decode, parse_beam_sizes
+from espnet_slam_aac.inference.shared_prefix import SharedPrefixCache
 
 EOS = 2
 HIDDEN = 32
@@ -169,11 +170,13 @@ def test_options_are_validated_with_messages_that_say_what_to_fix(tmp_path):
         DecodingOptions(beam_sizes=(4, 4))
     with pytest.raises(ConfigError, match="early_stopping"):
         DecodingOptions(early_stopping="sometimes")
+    with pytest.raises(ConfigError, match="stop_rule"):
+        DecodingOptions(stop_rule="hf4")
     with pytest.raises(ConfigError, match="2..8"):
         parse_beam_sizes("two")
     bad = tmp_path / "decode.yaml"
     bad.write_text("beam_size: 4\n")
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['beam_size'\]"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['beam_size'\]"):
         DecodingOptions.from_yaml(bad)
 
 
@@ -185,4 +188,33 @@ def test_decode_yaml_of_the_template_is_the_reference_setting():
     assert options.beam_sizes == (2, 3, 4, 5, 6, 7, 8)
     assert (options.text_beam_size, options.nbest, options.max_new_tokens) == (4, 1, 200)
     assert (options.length_penalty, options.repetition_penalty, options.early_stopping) == (1.0, 1.0, False)
+    assert options.stop_rule == "slam_aac"  # the reference's beam search (transformers 4.35.2)
+    assert DecodingOptions().stop_rule == "transformers"
     assert DecodingOptions.from_yaml(conf, beam_sizes="4").beam_sizes == (4,)
+
+
+@pytest.mark.parametrize("schedule", ["combined", "sequential"])
+@pytest.mark.parametrize("stop_rule", ["transformers", "slam_aac"])
+def test_shared_prefix_gives_the_captions_of_the_copied_prefix_cache(llm, stop_rule, schedule):
+    embeds, mask = left_padded_prefix(PREFIX_LENGTHS)
+    options = DecodingOptions(
+        beam_sizes=(1, 2, 5, 8), max_new_tokens=16, stop_rule=stop_rule, schedule=schedule, repetition_penalty=1.2
+    )
+    shared = decode(llm, embeds, mask, options, EOS, prefix="shared")
+    copied = decode(llm, embeds, mask, options, EOS, prefix="copied")
+    assert [[h.tokens for h in c] for c in shared] == [[h.tokens for h in c] for c in copied]
+    got, want = [h.score for c in shared for h in c], [h.score for c in copied for h in c]
+    assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_shared_prefix_cache_holds_one_prefix_per_clip_and_only_generated_tokens_per_row(llm):
+    embeds, mask = left_padded_prefix(PREFIX_LENGTHS)
+    cache = SharedPrefixCache(llm)
+    cache.prefill(embeds, mask)
+    rows = torch.arange(len(PREFIX_LENGTHS)).repeat_interleave(35)  # beams 2..8 of every clip
+    cache.fork(rows, max_new_tokens=20)
+    cache.step(torch.full((len(rows),), 5))
+    for (keys, values), layer in zip(cache.prefix, cache.cache.layers):
+        assert keys.shape[0] == values.shape[0] == len(PREFIX_LENGTHS)  # one prefix per clip
+        assert keys.shape[2] == max(PREFIX_LENGTHS)
+        assert layer.keys.shape[0] == len(rows) and layer.keys.shape[2] == 20  # rows hold generated tokens only
