@@ -39,7 +39,10 @@ setup(
     include_package_data=True,
     install_requires=install_requires,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3", "ruff==0.14.14"],
+        # playwright drives the system's Chromium in the demo's browser tests (tests/demo/install_browser.sh)
+        "test": ["pytest>=8", "pytest-xdist>=3", "ruff==0.14.14", "playwright==1.65.3"],
+        # espnet-slam-aac demo, and a packed model's Space (packaging/space.py GRADIO_PIN); needs pillow<13
+        "demo": ["gradio==6.31.0"],
         # the real recipes: corpus download (Clotho, AudioCaps), MarianMT punctuation handling, model zoo
         "recipe": ["aac-datasets==0.7.0", "sacremoses", "espnet_model_zoo==0.1.7"],
     },

@@ -18,6 +18,7 @@ COMMANDS = {
     "import-slam-checkpoint": ("import_slam_checkpoint", "convert a SLAM-LLM SLAM-AAC checkpoint into ours"),
     "decode": ("aac_inference", "n-best decoding of a wav.scp: text, beam<N>/text, candidates.jsonl"),
     "caption": ("caption", "caption your own audio files, folders or wav.scp (TSV path<TAB>caption)"),
+    "demo": ("demo", "serve a demo page: drop a clip, see its caption, candidates and spectrogram"),
     "caption-corpus": ("caption_corpus", "caption a corpus in jobs that resume: folder, wav.scp or jsonl -> jsonl"),
     "paraphrase": ("paraphrase", "add paraphrased captions to a training data dir (back-translation or a file)"),
     "pack": ("pack", "pack a trained model: config, trained weights, frozen-source references, model card"),

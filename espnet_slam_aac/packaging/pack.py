@@ -11,6 +11,7 @@ A packed folder (what ``espnet-slam-aac pack`` writes and ``Speech2Caption.from_
     RESULTS.md, images/  scores and training curves (optional)
     meta.yaml            the index espnet_model_zoo reads, versions, and the base models' references
     README.md            the model card
+    app.py, requirements.txt, examples/   the demo page as a Hugging Face Space (``packaging/space.py``)
 
 **Frozen sources.** The config names its frozen parts by path or Hub id (``encoder_conf.checkpoint``,
 ``decoder_conf.model_name_or_path``, ``decoder_conf.tokenizer_name_or_path``, refine.yaml's ``clap``,
@@ -45,6 +46,7 @@ from espnet_slam_aac import __version__
 from espnet_slam_aac.errors import CheckpointError, ConfigError
 from espnet_slam_aac.packaging.layout import CARD, CONFIG, IMAGES, META, RESULTS, SOURCES, WEIGHTS, human, size_of
 from espnet_slam_aac.packaging.model_card import model_card
+from espnet_slam_aac.packaging.space import write_space
 from espnet_slam_aac.utils.checkpoint import is_hub_id, read_state_dict
 from espnet_slam_aac.utils.config import read_yaml
 
@@ -174,9 +176,11 @@ def pack(
     license: str = "other",
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
     resolve_revisions: bool = True,
+    examples: Sequence[PathLike] = (),
 ) -> PackReport:
     """Write the packed folder ``out_dir`` (see the module doc); it replaces an earlier pack there.
-    ``clap`` overrides the refine config's ``clap`` (a refine.yaml holding only it is written without one)."""
+    ``clap`` overrides the refine config's ``clap`` (a refine.yaml holding only it is written without one).
+    The folder is also a Hugging Face Space of the demo (``space.write_space``), ``examples`` its clips."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir / META).is_file() and any(out_dir.iterdir()):
         raise ConfigError(f"refusing to replace {out_dir}: it exists and is not a packed model (no {META})")
@@ -221,6 +225,7 @@ def pack(
         meta = build_meta(yaml_files, references, n_params, name, datasets)
         (stage / META).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
         (stage / CARD).write_text(model_card(stage, meta, license), encoding="utf-8")
+        write_space(stage, name or "", bool(configs.get("refine.yaml", {}).get("clap")), examples)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         stage.rename(out_dir)

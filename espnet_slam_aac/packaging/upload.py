@@ -39,31 +39,40 @@ def upload(
     revision: Optional[str] = None,
     commit_message: Optional[str] = None,
     dry_run: bool = False,
+    space: bool = False,
 ) -> str:
-    """Push a packed folder to ``repo_id`` (created if needed); returns its URL (or the plan, dry run)."""
+    """Push a packed folder to ``repo_id`` (created if needed); returns its URL (or the plan, dry run).
+    ``space``: to a Gradio Space, the model's demo (``packaging/space.py``), instead of a model repository."""
     if not HUB_ID.match(repo_id):
         raise ConfigError(f"--hf_repo {repo_id!r} is not a Hugging Face repository id (org/name)")
     plan = upload_plan(folder)
+    if space and not (Path(folder) / "app.py").is_file():
+        raise ConfigError(f"{folder} has no app.py: pack it again with this version of `espnet-slam-aac pack`")
+    repo_type, url = ("space", f"https://huggingface.co/spaces/{repo_id}") if space else ("model", None)
+    url = url or f"https://huggingface.co/{repo_id}"
     if dry_run:
         total = sum(n for _, n in plan)
-        lines = [f"would upload {len(plan)} files ({human(total)}) to https://huggingface.co/{repo_id}:"]
+        lines = [f"would upload {len(plan)} files ({human(total)}) to {url}:"]
         return "\n".join(lines + [f"  {path}  {human(n)}" for path, n in plan])
     from huggingface_hub import HfApi
 
     api = HfApi()
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.create_repo(
+            repo_id, private=private, exist_ok=True, repo_type=repo_type, space_sdk="gradio" if space else None
+        )
         info = api.upload_folder(
             folder_path=str(folder),
             repo_id=repo_id,
+            repo_type=repo_type,
             revision=revision,
             ignore_patterns=[".*", "**/.*"],
             commit_message=commit_message or f"Upload SLAM-AAC model (espnet-slam-aac {__version__})",
         )
     except Exception as err:  # auth, network, offline mode, permissions: all end here with what to do
         raise SlamAACError(
-            f"upload to https://huggingface.co/{repo_id} failed ({type(err).__name__}: {err}). Log in with "
+            f"upload to {url} failed ({type(err).__name__}: {err}). Log in with "
             "`hf auth login` or set HF_TOKEN (a token with write access), check the network, and unset "
             "HF_HUB_OFFLINE"
         ) from err
-    return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
+    return str(getattr(info, "commit_url", None) or url)
