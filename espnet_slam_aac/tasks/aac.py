@@ -49,7 +49,7 @@ from espnet_slam_aac.model.projector import AbsProjector, LinearProjector
 from espnet_slam_aac.model.slam_aac import SlamAAC, cast_frozen
 from espnet_slam_aac.tasks.guard import GuardedTrainer
 from espnet_slam_aac.utils.checkpoint import safe_torch_load
-from espnet_slam_aac.utils.config import DTYPES, resolve_dtype
+from espnet_slam_aac.utils.config import DTYPES, check_keys, resolve_dtype
 
 FROZEN_DTYPES = DTYPES
 
@@ -101,11 +101,7 @@ def check_component_confs(args: argparse.Namespace) -> None:
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             continue
         known = [k for k in params if k != "self" and k not in TASK_SET[name]]
-        unknown = sorted(set(conf) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"{where}{name}_conf: unknown key(s) {unknown} for {name} {choice!r}; known keys: {known}"
-            )
+        check_keys(conf, known, f"{where}{name}_conf ({name} {choice!r})")
 
 
 def max_audio_embeddings(args: argparse.Namespace) -> int:

@@ -178,7 +178,7 @@ def test_typo_in_a_component_section_names_the_yaml_section_key_and_known_keys(s
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(config))
     run = train({**setup, "config": path}, tmp_path / "exp", "--collect_stats", "true")
-    assert_refused(run, f"{path}: projector_conf: unknown key(s) ['downsample_rat'] for projector 'linear'")
+    assert_refused(run, f"{path}: projector_conf (projector 'linear'): unknown key(s) ['downsample_rat']")
     assert "known keys: ['downsample_rate', 'hidden_size']" in run.stderr
 
 
