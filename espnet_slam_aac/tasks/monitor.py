@@ -10,9 +10,10 @@ from rank 0; the recipe's job runner also prints the lines that start with ``PRE
     progress: epoch 2/30 done: train loss 3.180, valid loss 3.402 | 0:01:12 elapsed, ~0:13:50 left
 
 The loss is the mean over the batches since the previous line. Time left: the wall time per training batch
-so far in this run (validation included once an epoch has ended) times the batches left; ``?`` while the
-epoch's length is unknown (an iterator without a length, before its first epoch ends). The first batch and
-the end of training always get a line; the others come at most once per interval.
+since the run's first batch ended (its start-up left out; validation included once an epoch has ended) times
+the batches left; ``?`` after the first batch and while the epoch's length is unknown (an iterator without
+a length, before its first epoch ends). The first batch and the end of training always get a line; the
+others come at most once per interval.
 """
 
 import dataclasses
@@ -51,6 +52,7 @@ class Progress:
         self.max_epoch, self.interval, self.stream, self.clock = max_epoch, interval, stream, clock
         self.started = clock()
         self.last_line: Optional[float] = None
+        self.first_batch_end: Optional[float] = None  # the clock then: time per batch is measured from here
         self.batches_done = 0  # in this run (after a resume: since the resume)
         self.epoch_length: Optional[int] = None
         self.epoch = self.batch = 0
@@ -64,6 +66,8 @@ class Progress:
     def batch_done(self, loss: Optional[float]) -> None:
         self.batch += 1
         self.batches_done += 1
+        if self.first_batch_end is None:
+            self.first_batch_end = self.clock()
         if loss is not None:
             self.recent.append(loss)
             self.epoch_losses.append(loss)
@@ -89,9 +93,10 @@ class Progress:
         self.last_line = now
         elapsed = now - self.started
         left = "?"
-        if self.epoch_length and self.batches_done:
+        if self.epoch_length and self.batches_done > 1:
+            per_batch = (now - self.first_batch_end) / (self.batches_done - 1)
             batches_left = (self.epoch_length - self.batch) + (self.max_epoch - self.epoch) * self.epoch_length
-            left = "~" + _hms(elapsed / self.batches_done * max(0, batches_left))
+            left = "~" + _hms(per_batch * max(0, batches_left))
         print(f"{PREFIX} {what} | {_hms(elapsed)} elapsed, {left} left", file=self.stream or sys.stderr, flush=True)
 
 

@@ -30,11 +30,12 @@ def test_lines_come_once_per_interval_with_mean_loss_and_time_left():
     clock.now += 12  # validation
     progress.epoch_done(2.5)
     lines = out.getvalue().splitlines()
-    # the first batch always; then one at most every 30 s (batch 6 at +36 s); the epoch end at +72 s
+    # the first batch always (no rate yet); then one at most every 30 s (batch 6 at +36 s: 6 s a batch since the
+    # first one, 4 + 20 left); the epoch end at +72 s (66 s for 9 batches, validation included; 20 left)
     assert lines == [
-        f"{PREFIX} epoch 1/3 batch 1/10 loss 0.000 | 0:00:06 elapsed, ~0:02:54 left",
+        f"{PREFIX} epoch 1/3 batch 1/10 loss 0.000 | 0:00:06 elapsed, ? left",
         f"{PREFIX} epoch 1/3 batch 6/10 loss 3.000 | 0:00:36 elapsed, ~0:02:24 left",
-        f"{PREFIX} epoch 1/3 done: train loss 4.500, valid loss 2.500 | 0:01:12 elapsed, ~0:02:24 left",
+        f"{PREFIX} epoch 1/3 done: train loss 4.500, valid loss 2.500 | 0:01:12 elapsed, ~0:02:26 left",
     ]
 
 
@@ -78,7 +79,7 @@ def test_a_real_training_run_prints_progress_lines_on_stderr(tmp_path, synth_man
     cmd = ["--config", str(tmp_path / "train.yaml"), "--output_dir", str(out_dir), "--progress_interval", "1e-9"]
     AACTask.main(cmd=cmd + args)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(PREFIX)]
-    times = r" \| \d:\d\d:\d\d elapsed, ~\d:\d\d:\d\d left"
+    times = r" \| \d:\d\d:\d\d elapsed, (?:~\d:\d\d:\d\d|\?) left"  # "?" after the first batch
     batch = r"progress: epoch (\d)/2 batch (\d)/2 loss \d+\.\d{3}" + times
     done = r"progress: epoch (\d)/2 done: train loss \d+\.\d{3}, valid loss \d+\.\d{3}" + times
     assert [re.fullmatch(batch, x).groups() for x in lines if "batch" in x] == [
@@ -88,6 +89,6 @@ def test_a_real_training_run_prints_progress_lines_on_stderr(tmp_path, synth_man
         ("2", "2"),
     ]
     assert [re.fullmatch(done, x).group(1) for x in lines if "done" in x] == ["1", "2"]
-    assert lines[-1].endswith("~0:00:00 left")
+    assert lines[0].endswith("? left") and lines[-1].endswith("~0:00:00 left")
     assert yaml.safe_load((out_dir / "config.yaml").read_text())["progress_interval"] == 1e-9
     assert Path(out_dir / "valid.loss.best.pth").exists()
