@@ -32,7 +32,7 @@ from espnet2.train.collate_fn import CommonCollateFn
 from espnet2.train.preprocessor import AbsPreprocessor
 from espnet2.utils.types import str2bool
 
-from espnet_slam_aac.errors import AudioError, ConfigError, DataError
+from espnet_slam_aac.errors import AudioError, ConfigError, DataError, SlamAACError
 from espnet_slam_aac.model.decoder import (
     DEFAULT_LLM,
     DEFAULT_PROMPT,
@@ -102,6 +102,15 @@ def check_component_confs(args: argparse.Namespace) -> None:
             continue
         known = [k for k in params if k != "self" and k not in TASK_SET[name]]
         check_keys(conf, known, f"{where}{name}_conf ({name} {choice!r})")
+
+
+def without_worker_traceback(err: SlamAACError) -> SlamAACError:
+    """Our error as raised, not as a DataLoader worker re-raises it (its message then holds the worker's
+    traceback, ``--num_workers`` > 0): the last line of that traceback is the original message."""
+    message = str(err)
+    if "\nOriginal Traceback" not in message:
+        return err
+    return type(err)(message.rstrip().splitlines()[-1].split(": ", 1)[-1])
 
 
 def max_audio_embeddings(args: argparse.Namespace) -> int:
@@ -247,8 +256,11 @@ class AACTask(AbsTask):
             # collect-stats only measures shapes (there are no feature statistics to gather), so ESPnet can skip
             # building the model, and loading the LLM
             args.model_conf = {**args.model_conf, "extract_feats_in_collect_stats": False}
-        with safe_torch_load():  # --init_param, --resume, averaging: no checkpoint runs code (utils/checkpoint.py)
-            super().main_worker(args)
+        try:
+            with safe_torch_load():  # --init_param, --resume, averaging: no checkpoint runs code (utils/checkpoint.py)
+                super().main_worker(args)
+        except SlamAACError as err:
+            raise without_worker_traceback(err) from None
 
     @classmethod
     def build_model_from_file(
