@@ -13,23 +13,25 @@ The CLAP settings are those of clap-refine (--config and its flags; its --lm_wei
 
 import argparse
 import dataclasses
-import logging
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 from espnet_slam_aac.bin import clap_refine
-from espnet_slam_aac.clap.fusion import DEFAULT_WEIGHTS, tune_lm_weight
+from espnet_slam_aac.clap.fusion import DEFAULT_WEIGHTS, OUTPUTS, tune_lm_weight
 from espnet_slam_aac.clap.refine import RefineConfig
-from espnet_slam_aac.errors import SlamAACError
 from espnet_slam_aac.scoring import resources as metric_resources
 from espnet_slam_aac.scoring.metrics import PER_CLIP, TextNormalization
+from espnet_slam_aac.utils import runner
+from espnet_slam_aac.utils.fileio import refuse_overwrite
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = clap_refine.get_parser()  # the CLAP settings, the candidates, the audio and the output dir
     parser.prog = "espnet-slam-aac refine-tune"
     parser.description = __doc__
+    for action in parser._actions:  # clap-refine's --lm_weight: the weight this tool chooses
+        if action.dest == "lm_weight":
+            action.help = argparse.SUPPRESS
     tune = parser.add_argument_group("tuning")
     tune.add_argument("--ref_dir", type=Path, required=True, help="data dir holding the set's text_spk1..N")
     tune.add_argument("--metric", default="spider_fl", choices=PER_CLIP, help="the metric the weight is chosen by")
@@ -51,29 +53,27 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    level = getattr(args, "log_level", "INFO")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runner.run(run, get_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
     settings = [f.name for f in dataclasses.fields(RefineConfig) if f.name != "lm_weight"]  # the weight is tuned
-    overrides = {name: getattr(args, name, None) for name in settings}
-    try:
-        config = RefineConfig.from_yaml(args.config, **overrides)
-        resources = metric_resources.resolve(args.cache_dir, args.java)
-        curve = tune_lm_weight(
-            config,
-            Path(args.candidates),
-            Path(args.data_dir),
-            args.ref_dir,
-            Path(args.out_dir),
-            resources,
-            metric=args.metric,
-            weights=args.lm_weights,
-            normalization=TextNormalization(ptb_tokenize=args.ptb_tokenize),
-            metric_device=args.metric_device,
-        )
-    except SlamAACError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    config = RefineConfig.from_yaml(args.config, **{name: getattr(args, name, None) for name in settings})
+    out_dir = Path(args.out_dir)
+    inputs = [args.candidates, args.config, *Path(args.ref_dir).glob("text_spk*"), Path(args.data_dir) / "wav.scp"]
+    refuse_overwrite([out_dir / name for name in OUTPUTS], inputs)
+    curve = tune_lm_weight(
+        config,
+        Path(args.candidates),
+        Path(args.data_dir),
+        args.ref_dir,
+        out_dir,
+        metric_resources.resolve(args.cache_dir, args.java),
+        metric=args.metric,
+        weights=args.lm_weights,
+        normalization=TextNormalization(ptb_tokenize=args.ptb_tokenize),
+        metric_device=args.metric_device,
+    )
     print(f"{curve.lm_weight:g}")
 
 

@@ -31,6 +31,7 @@ from espnet_slam_aac.utils.fileio import write_atomically
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
+OUTPUTS = ("lm_weight.yaml", "curve.tsv", "curve.png")
 
 
 @dataclass
