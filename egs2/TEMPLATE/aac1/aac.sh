@@ -86,6 +86,9 @@ decode_tag=""          # exp/.../decode_<tag> (default: the config's name and th
 refine_config=""       # CLAP-Refine YAML (which CLAP, lm_weight)
 clap=""                # the CLAP of stage 9 (overrides refine_config's clap:), e.g. from db.sh
 refine_args=""         # more options of clap_refine
+refine_tune_set=""     # stage 9 tunes the LM weight on this set (e.g. the validation set), then refines with it
+refine_tune_metric=spider_fl  # the metric choosing the LM weight (cider_d, meteor: no SPICE/FENSE needed)
+refine_lm_weights="0 0.05 0.1 0.2 0.5 1"  # LM weights w tried: CLAP similarity + w * mean token log-probability
 score_args=""          # more options of aac_score
 score_untrained=false  # also decode and score the model before training (random projector, LoRA at zero)
 download_model=""      # decode a packed model (folder or Hugging Face id) instead of training one
@@ -315,15 +318,32 @@ decodes() {
     fi
 }
 decode_dir() { echo "${train_exp}/decode_${decode_tag:-$(stem "${decode_config:-default}")}_$1/$2"; }
+# --refine_tune_set as an evaluation set (text_spk1..N): itself if it is one, else <set>_refs, one utterance
+# per clip with the clip's captions as references (made from the dump in stage 8, decoded there, scored in 9).
+tuning() { [ -n "${refine_tune_set}" ] && ! "${skip_refine}"; }
+tune_set() {
+    if [ -f "${dumpdir}/raw/${refine_tune_set}/text_spk1" ]; then echo "${refine_tune_set}"
+    else echo "${refine_tune_set}_refs"; fi
+}
+tuned_weight() { sed -n 's/^lm_weight: //p' "${train_exp}/refine_tune_${refine_tune_set}/lm_weight.yaml"; }
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && ! "${skip_eval}"; then
     if "${score_untrained}" && [ ! -f "${train_exp}/untrained.pth" ]; then
         ${python} utils/untrained_model.py "${train_exp}/config.yaml" "${train_exp}/untrained.pth"
     fi
+    if tuning && [ ! -f "${dumpdir}/raw/$(tune_set)/wav.scp" ]; then
+        [ -f "${dumpdir}/raw/${refine_tune_set}/wav.scp" ] \
+            || fail "--refine_tune_set ${refine_tune_set}: no ${dumpdir}/raw/${refine_tune_set} (stage 3 formats" \
+                "the validation and test sets)"
+        log "Stage 8: ${dumpdir}/raw/${refine_tune_set} -> ${dumpdir}/raw/$(tune_set) (one utterance per clip)"
+        ${python} utils/references_view.py "${dumpdir}/raw/${refine_tune_set}" "${dumpdir}/raw/$(tune_set)"
+    fi
     mapfile -t _decodes < <(decodes)
     for _decode in "${_decodes[@]}"; do
         name=${_decode%% *} model_opts=${_decode#* }
-        for set in ${test_sets}; do
+        _sets=${test_sets}  # and the set CLAP-Refine is tuned on, decoded by the trained model
+        if tuning && [ "${name}" != untrained ]; then _sets+=" $(tune_set)"; fi
+        for set in ${_sets}; do
             _dir=$(decode_dir "${name}" "${set}")
             if [ -f "${_dir}/.done" ]; then log "Stage 8: ${_dir} is complete: skipped"; continue; fi
             hold "${_dir}"
@@ -361,6 +381,25 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ] && ! "${skip_eval}" && ! "$
     _opts=()
     [ -z "${refine_config}" ] || _opts+=(--config "${refine_config}")
     [ -z "${clap}" ] || _opts+=(--clap "${clap}")
+    if tuning; then
+        _tdir=$(decode_dir "$(decodes | head -n 1 | cut -d' ' -f1)" "$(tune_set)")
+        _tune=${train_exp}/refine_tune_${refine_tune_set}
+        if [ -f "${_tune}/.done" ]; then
+            log "Stage 9: ${_tune} is complete: skipped"
+        else
+            log "Stage 9: LM weight (${refine_lm_weights}) by ${refine_tune_metric} on ${_tdir} -> ${_tune}"
+            mkdir -p "${_tune}"
+            # shellcheck disable=SC2086
+            ${decode_cmd} --gpu "${_inference_ngpu}" "${_tune}/tune.log" \
+                ${python} -m espnet_slam_aac.bin.refine_tune --candidates "${_tdir}/candidates.jsonl" \
+                    --data_dir "data/${refine_tune_set}" --ref_dir "${dumpdir}/raw/$(tune_set)" \
+                    --metric "${refine_tune_metric}" --lm_weights ${refine_lm_weights} --out_dir "${_tune}" \
+                    "${_opts[@]}" --device "${_device}" ${refine_args} \
+                || fail "tuning the CLAP-Refine LM weight failed; see ${_tune}/tune.log"
+            touch "${_tune}/.done"
+        fi
+        log "Stage 9: LM weight $(tuned_weight), tuned on ${refine_tune_set} (curve: ${_tune}/curve.png)"
+    fi
     for set in ${test_sets}; do
         _dir=$(decode_dir "$(decodes | head -n 1 | cut -d' ' -f1)" "${set}")  # the trained model's
         _out=${_dir}/clap_refine
@@ -372,6 +411,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ] && ! "${skip_eval}" && ! "$
         ${decode_cmd} --gpu "${_inference_ngpu}" "${_dir}/logdir/refine.log" \
             ${python} -m espnet_slam_aac.bin.clap_refine --candidates "${_dir}/candidates.jsonl" \
                 --data_dir "data/${set}" --out_dir "${_out}" "${_opts[@]}" --device "${_device}" ${refine_args} \
+                $(if tuning; then echo --lm_weight "$(tuned_weight)"; fi) \
             || fail "CLAP-Refine failed; see ${_dir}/logdir/refine.log"
         touch "${_out}/.done"
         release "${_dir}"
@@ -394,17 +434,20 @@ if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ] && ! "${skip_eval}"; then
     if ! "${skip_refine}"; then
         [ -z "${refine_config}" ] || _opts+=(--refine_config "${refine_config}")
         [ -z "${clap}" ] || _opts+=(--info "clap=${clap}")
+        if tuning && [ -f "${train_exp}/refine_tune_${refine_tune_set}/lm_weight.yaml" ]; then
+            _opts+=(--info "clap_refine lm_weight=$(tuned_weight) (tuned: refine_tune_${refine_tune_set}/)")
+        fi
     fi
     mapfile -t _decodes < <(decodes)
     for _decode in "${_decodes[@]}"; do
         name=${_decode%% *}
-        _suffix=""  # the baseline's sets are named apart in RESULTS.md
-        [ "${name}" != untrained ] || _suffix=_untrained
+        _model=()  # the baseline has its own tables in RESULTS.md; its 1-best joins the set's figure
+        [ "${name}" != untrained ] || _model=(--model_name untrained)
         for set in ${test_sets}; do
             _dir=$(decode_dir "${name}" "${set}")
             # shellcheck disable=SC2206
             _score=(${python} -m espnet_slam_aac.bin.aac_score --ref_dir "${dumpdir}/raw/${set}" --decode_dir "${_dir}"
-                --set_name "${set}${_suffix}" "${_opts[@]}" ${score_args})
+                --set_name "${set}" "${_model[@]}" "${_opts[@]}" ${score_args})
             _inputs=$(score_inputs "${_dir}" "${dumpdir}/raw/${set}" "${_score[@]}")
             if [ -f "${_dir}/score/.done" ] && [ "$(cat "${_dir}/score/.done")" = "${_inputs}" ]; then
                 log "Stage 10: ${_dir} is scored: skipped"; continue

@@ -19,6 +19,9 @@ exec ./aac.sh \
     --train_config conf/train_finetune.yaml \
     --decode_config conf/decode.yaml \
     --refine_config conf/refine.yaml \
+    --refine_tune_set valid \
+    --refine_tune_metric cider_d \
+    --refine_lm_weights "0 0.1 0.5 1 2" \
     --inference_model valid.loss.best.pth \
     --score_untrained true \
     "$@"
