@@ -1,6 +1,7 @@
 """Stage 3's formatter (egs2/TEMPLATE/aac1/utils/format_data.py), run as a real subprocess."""
 
 import json
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,40 @@ def test_format_refuses_a_data_dir_key_that_would_name_a_file_outside_the_dump_d
     assert "wav.scp:1: key '../../escaped' contains '/' (keys are file names" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "dump").exists() and not list(tmp_path.rglob("*.flac"))
+
+
+def test_format_refuses_to_write_over_its_input(tmp_path, audio_files):
+    rows = [("a_1", audio_files["3s_44k_stereo"], "one")]
+    data = prepare_data_dir(manifest(tmp_path / "m.jsonl", rows), tmp_path / "data/a").out_dir
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    done = run_format(data, tmp_path / "data/../data/a")
+    assert done.returncode == 1 and "data/a is also an input: write the formatted dir elsewhere" in done.stderr
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
+def test_a_full_disk_stops_format_with_one_line_and_leaves_the_previous_output_whole(tmp_path, audio_files):
+    rows = [("b_1", audio_files["3s_44k_stereo"], "one")]
+    data = prepare_data_dir(manifest(tmp_path / "m.jsonl", rows), tmp_path / "data/x").out_dir
+    out = tmp_path / "dump/x"
+    assert run_format(data, out).returncode == 0
+    previous = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # a new clip to resample, on a "disk" that takes no file over 50 kB (RLIMIT_FSIZE: writes fail with EFBIG)
+    rows.append(("c_1", audio_files["10s_32k"], "two"))
+    data = prepare_data_dir(manifest(tmp_path / "m.jsonl", rows), tmp_path / "data/x").out_dir
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))  # noqa: E731
+    full = subprocess.run(
+        [sys.executable, str(FORMAT), str(data), str(out)], capture_output=True, text=True, preexec_fn=limit
+    )
+    assert full.returncode == 1
+    assert full.stderr.strip().splitlines()[-1].endswith(".x.audio/c_1.flac: File too large")
+    assert "Traceback" not in full.stderr
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == previous
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or (p.is_file() and p.stat().st_size == 0)]
+    again = run_format(data, out)  # with room again, the previous file is reused and the new one written
+    assert again.returncode == 0 and "2 utterances, 2 clips resampled" in again.stdout
+    assert {u.key for u in read_data_dir(out)} == {"b_1", "c_1"} and (out / "audio/b_1.flac").read_bytes() == (
+        previous[Path("audio/b_1.flac")]
+    )
 
 
 # ------------------------------------------------------------------ aac-datasets -> jsonl (with a stand-in)
