@@ -398,3 +398,30 @@ def test_a_lock_still_held_by_processes_of_an_ended_run_names_them(tmp_path):
     out = sh(f"python={sys.executable}; . {UTILS}/lock.sh; hold exp/x; echo held", tmp_path)
     assert out.returncode == 0 and "held" in out.stdout
     assert f"taking over exp/.x.lock from the run PID {script.pid}" in out.stderr
+
+
+def test_run_slurm_cancels_its_job_when_stopped(tmp_path):
+    record = tmp_path / "scancel.args"
+    (tmp_path / "sbatch").write_text("#!/usr/bin/env bash\necho 4242\ntouch queued\nexec sleep 60\n")
+    (tmp_path / "scancel").write_text(f'#!/usr/bin/env bash\necho "$@" > {record}\n')
+    for name in ("sbatch", "scancel"):
+        (tmp_path / name).chmod(0o755)
+    args = ["--backend", "slurm", "--sbatch", str(tmp_path / "sbatch"), "--scancel", str(tmp_path / "scancel")]
+    runner = subprocess.Popen(
+        [sys.executable, str(UTILS / "run.py"), *args, "x.log", "true"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert wait_until(lambda: (tmp_path / "queued").exists())
+        time.sleep(0.5)  # the runner reads the job id
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(30) == 128 + signal.SIGTERM
+        assert "submitted slurm job 4242" in (err := runner.stderr.read())
+        assert "stopped by signal 15; slurm job 4242 cancelled" in err
+        assert record.read_text().split() == ["4242"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGKILL)

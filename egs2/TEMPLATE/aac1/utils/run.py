@@ -28,7 +28,8 @@ Backends:
   slurm  submits one ``sbatch --wait --array=1-N%M`` job that runs this script with the local backend
          for its own index; --gpu G -> --gres=gpu:G, --num_threads T -> --cpus-per-task=T, --mem M ->
          --mem=M, --num_nodes K -> --nodes=K --ntasks-per-node=1 (the COMMAND then starts its own
-         ``srun``). --config FILE adds sbatch options, one per line (# comments allowed).
+         ``srun``). --config FILE adds sbatch options, one per line (# comments allowed). Stopping the
+         runner (SIGINT/SIGTERM, or the death of the recipe's shell) cancels the job (scancel).
 """
 
 import argparse
@@ -65,6 +66,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_nodes", type=int, default=1, help="nodes per job (slurm)")
     parser.add_argument("--config", default=None, help="file of extra sbatch options (slurm)")
     parser.add_argument("--sbatch", default="sbatch", help="sbatch executable (slurm)")
+    parser.add_argument("--scancel", default="scancel", help="scancel executable (slurm)")
     parser.add_argument("--tee", default=None, metavar="PREFIX", help="also print log lines starting with PREFIX")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
@@ -332,7 +334,7 @@ def run_slurm(args, var: str, first: int, last: int, log: str, words: List[str])
     else:
         sbatch += [f"--output={queue_dir}/{name}.out"]
     sbatch += read_config(args.config) + [str(script)]
-    code = subprocess.run(sbatch).returncode
+    code = wait_cancelling(subprocess.Popen(sbatch, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True), args)
     failed = [i for i in range(first, last + 1) if not ended_ok(Path(substitute(log, var, i)))]
     if code != 0 or failed:
         logs = ", ".join(substitute(log, var, i) for i in failed[:5]) or str(queue_dir)
@@ -341,6 +343,31 @@ def run_slurm(args, var: str, first: int, last: int, log: str, words: List[str])
         )
         return 1
     return 0
+
+
+def wait_cancelling(sbatch: subprocess.Popen, args) -> int:
+    """Waits for ``sbatch --wait --parsable``; on SIGINT/SIGTERM (and so when the recipe's shell dies) cancels
+    the job it submitted (``scancel``), which would otherwise run on without anyone waiting for it."""
+    job = []
+
+    def stop(signum, _frame):
+        if job:
+            subprocess.run([args.scancel, job[0]], stdin=subprocess.DEVNULL)
+        sbatch.terminate()
+        print(
+            f"run.py: stopped by signal {signum}; slurm job {job[0] if job else '(not submitted)'} cancelled",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    first = sbatch.stdout.readline().strip()  # "JOBID[;CLUSTER]" as soon as the job is queued
+    if first:
+        job.append(first.split(";")[0])
+        print(f"run.py: submitted slurm job {job[0]}", file=sys.stderr)
+    sbatch.stdout.read()
+    return sbatch.wait()
 
 
 def ended_ok(log: Path) -> bool:
