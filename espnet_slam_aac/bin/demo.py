@@ -55,14 +55,14 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    try:
-        from espnet_slam_aac.demo import app
-    except ImportError as err:
-        raise ConfigError(f"the demo needs Gradio ({err}): pip install 'espnet-slam-aac[demo]'") from None
     if args.queue_size < 1:
         raise ConfigError(f"--queue_size must be at least 1, got {args.queue_size}")
     if args.examples and not Path(args.examples).is_dir():
         raise ConfigError(f"--examples {args.examples}: no such folder")
+    try:
+        from espnet_slam_aac.demo import app
+    except ImportError as err:
+        raise ConfigError(f"the demo needs Gradio ({err}): pip install 'espnet-slam-aac[demo]'") from None
     if args.refine and args.beam_sizes is None and args.decode_config is None:
         args.beam_sizes = REFINE_BEAMS
     s2c = build_speech2caption(args, refine=args.refine, refine_config=args.refine_config)

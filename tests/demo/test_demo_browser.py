@@ -136,8 +136,9 @@ def test_two_browsers_at_once_both_get_their_captions(chromium, server, clips, e
             ui.upload(tab, clip)
         for tab in pages:  # both requests are in the queue together
             tab.locator(ui.BUTTON).click()
-        for tab, name in zip(pages, ("dog", "rain")):
+        for tab, name, seconds in zip(pages, ("dog", "rain"), ("2.00 s", "3.00 s")):
             check_result(tab, expected[name])
+            assert tab.locator("#summary").inner_text().startswith(seconds)  # its own clip's result
     finally:
         for context in contexts:
             context.close()
