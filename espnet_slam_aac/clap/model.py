@@ -46,6 +46,7 @@ from espnet_slam_aac.clap import ase as clap_ase
 from espnet_slam_aac.clap import convert as clap_convert
 from espnet_slam_aac.clap.frontend import LAION_MEL, MelConfig, clip_windows
 from espnet_slam_aac.errors import AudioError, CheckpointError, ConfigError, DataError
+from espnet_slam_aac.utils.checkpoint import is_hub_id
 from espnet_slam_aac.utils.config import check_keys
 
 logger = logging.getLogger(__name__)
@@ -334,7 +335,7 @@ def load_clap(
             path = path / "best_model.pt"
         else:
             raise CheckpointError(f"{path}: neither a ClapModel folder (config.json) nor an ASE folder (best_model.pt)")
-    elif not path.exists() and (path.suffix in (".pt", ".pth", ".ckpt") or spec.count("/") != 1):
+    elif not path.exists() and (path.suffix in (".pt", ".pth", ".ckpt") or not is_hub_id(spec)):
         raise CheckpointError(f"{spec}: no such CLAP checkpoint file or folder")
     elif not path.exists():
         tower, tok, mel = _load_hf(spec, tokenizer)  # a hub id such as laion/clap-htsat-unfused
