@@ -140,9 +140,10 @@ def set_figure_inputs(summary: Dict, baseline: Optional[Dict] = None) -> Dict:
     marks: Dict[str, Tuple[float, str]] = {}
     reach = summary.get("reach") or {}
     if reach.get("spider_max") is not None:
-        marks["spider"] = (100 * reach["spider_max"], "SPIDEr-max")
+        marks["spider"] = (100 * reach["spider_max"], f"SPIDEr-max {100 * reach['spider_max']:.1f}")
     if summary.get("reference_vocab"):
-        marks["vocab"] = (summary["reference_vocab"]["one_per_clip"], "refs, 1 per clip")
+        refs = summary["reference_vocab"]["one_per_clip"]
+        marks["vocab"] = (refs, f"refs, 1 per clip: {refs:.0f}")
     return dict(
         set_name=summary["set"] + (f" ({summary['model']})" if summary.get("model") else ""),
         n_clips=summary["n_clips"],

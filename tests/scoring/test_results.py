@@ -125,7 +125,8 @@ def test_a_sets_figure_shows_every_decode_and_the_untrained_baseline_in_one_orde
 
     inputs = set_figure_inputs(summary, baseline)
     assert list(inputs["decodes"]) == list(summary["decodes"]) + ["untrained 1best"]
-    assert inputs["marks"]["vocab"] == (summary["reference_vocab"]["one_per_clip"], "refs, 1 per clip")
+    refs = summary["reference_vocab"]["one_per_clip"]
+    assert inputs["marks"]["vocab"] == (refs, f"refs, 1 per clip: {refs:.0f}")
     assert "meteor" not in inputs["metrics"] and "meteor" in inputs["missing"]
 
 
