@@ -48,7 +48,9 @@ class BeamSearch:
     clip); ``update(logits)`` consumes the LM's logits for those rows and returns, for each row of the new layout,
     the old row it continues (the caller reorders the KV cache with it); ``finished`` says when no live clip is
     left; ``finalize()`` returns each clip's best ``nbest`` hypotheses. A clip whose finished set can no longer
-    change is retired at once (transformers pads it until the whole batch is done: the same results).
+    change is frozen on the device and its rows are dropped at the next host check, every ``sync_every`` steps
+    and at the last (transformers pads it until the whole batch is done: the same results). Between checks no
+    step waits for the device.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class BeamSearch:
         options: "DecodingOptions",
         eos_ids: Sequence[int],
         bos_id: Optional[int] = None,
+        sync_every: int = 1,
     ):
         n, device = beam_size, clips.device
         self.beam_size, self.options, self.clips = n, options, clips
@@ -80,6 +83,8 @@ class BeamSearch:
         self.is_finished = torch.zeros(size, dtype=torch.bool, device=device)
         self.heuristic_unsatisfied = torch.ones((self.batch, 1), dtype=torch.bool, device=device)
         self.live = torch.arange(self.batch, device=device)  # positions (in ``clips``) of the clips still searched
+        self.frozen = torch.zeros(self.batch, dtype=torch.bool, device=device)  # done, rows not dropped yet
+        self.sync_every = sync_every
         self.done: Dict[int, Tuple[torch.Tensor, ...]] = {}  # position -> frozen (sequences, scores, logprobs, lengths)
 
     @property
@@ -134,9 +139,16 @@ class BeamSearch:
         if self.slam_aac:
             done, source = self._step_4352(topk_logprobs, topk_sequences, topk_beams, is_eos, last)
         else:
-            done, source = self._step_5x(topk_logprobs, topk_sequences, topk_beams, is_eos | last)
+            done, source = self._step_5x(topk_logprobs, topk_sequences, topk_beams, is_eos, last)
         self.cur_len = cur + 1
-        return self._retire(done, source + offsets)
+        return self._check(done, source + offsets, last)
+
+    def _check(self, done: torch.Tensor, source: torch.Tensor, last: bool) -> torch.Tensor:
+        """Freeze the clips that are ``done``; at a host check, retire the frozen ones."""
+        self.frozen = self.frozen | done
+        if last or self.cur_len % self.sync_every == 0:
+            return self._retire(self.frozen, source)
+        return source.reshape(-1)
 
     def _keep_running(self, topk_logprobs, topk_sequences, topk_beams, stops) -> torch.Tensor:
         """The best N continuations that do not stop run on; returns their source beams (within each clip)."""
@@ -156,10 +168,11 @@ class BeamSearch:
         self.lengths = _gather(torch.cat((self.lengths, lengths), dim=1), best)
         self.is_finished = _gather(torch.cat((self.is_finished, finished), dim=1), best)
 
-    def _step_5x(self, topk_logprobs, topk_sequences, topk_beams, hits_stop):
+    def _step_5x(self, topk_logprobs, topk_sequences, topk_beams, is_eos, last: bool):
         """transformers 5.x: the top-N candidates that stopped (EOS or max length) enter the finished set if they
         beat its worst member; a clip is done when the best running beam cannot beat it."""
         opts, cur = self.options, self.cur_len
+        hits_stop = is_eos | last
         source = self._keep_running(topk_logprobs, topk_sequences, topk_beams, hits_stop)
         just_finished = hits_stop & self.top_mask[None, :]
         finished_scores = topk_logprobs / ((cur + 1) ** opts.length_penalty)
@@ -173,7 +186,7 @@ class BeamSearch:
         done = ~self.heuristic_unsatisfied[:, 0]
         if opts.early_stopping is True:
             done |= self.is_finished.all(dim=-1)
-        if bool(hits_stop.all()):
+        if last:  # (all K continuations stop only at the last step: an EOS id fills at most N of each 2N)
             done[:] = True
         return done, source
 
@@ -191,8 +204,9 @@ class BeamSearch:
         """transformers 4.35.2 (``BeamSearchScorer.process``, then ``finalize`` at the last step)."""
         opts, cur, lp = self.options, self.cur_len, self.options.length_penalty
         source = self._keep_running(topk_logprobs, topk_sequences, topk_beams, is_eos)
-        # EOS among the top N: hypothesis = seeded BOS + cur tokens, scored by its length cur + 1
-        eos_top = is_eos & self.top_mask[None, :]
+        # EOS among the top N: hypothesis = seeded BOS + cur tokens, scored by its length cur + 1 (frozen clips
+        # take none: 4.35.2 stops processing a clip once it is done)
+        eos_top = is_eos & self.top_mask[None, :] & ~self.frozen[:, None]
         scores = torch.where(eos_top, topk_logprobs.double() / ((cur + 1) ** lp), NEG)
         lengths = torch.full_like(topk_beams, cur + 1)
         self._add_finished(scores, topk_sequences, topk_logprobs, lengths, eos_top)
@@ -204,6 +218,7 @@ class BeamSearch:
             length = opts.max_new_tokens + 1 if opts.early_stopping == "never" and lp > 0.0 else cur + 2
             highest = topk_logprobs[:, 0].double() / (length**lp)
             done = full & (self.scores.min(dim=1)[0] >= highest)
+        done = done | self.frozen
         if last:  # finalize: the running beams of the clips not done, their length counting the seeded BOS
             add = (~done)[:, None].expand_as(self.running_scores)
             total = opts.max_new_tokens
@@ -219,14 +234,18 @@ class BeamSearch:
         b, cur = len(self.live), self.cur_len
         scores = self._process(logits.to(dtype=torch.float32, copy=True))
         tokens = scores.argmax(dim=-1)
-        self.running_sequences[:, 0, cur] = tokens
-        self.running_scores[:, 0] += F.log_softmax(scores, dim=-1).gather(1, tokens[:, None])[:, 0]
-        done = torch.isin(tokens, self.eos) | (cur + 1 >= self.options.max_new_tokens)
+        last = cur + 1 >= self.options.max_new_tokens
+        self.running_sequences[:, 0, cur] = tokens  # a frozen row's tokens lie past its length: never read
+        step = F.log_softmax(scores, dim=-1).gather(1, tokens[:, None])[:, 0]
+        self.running_scores[:, 0] += torch.where(self.frozen, 0.0, step)
+        self.lengths = torch.where(self.frozen[:, None], self.lengths, cur + 1)
+        done = self.frozen | torch.isin(tokens, self.eos) | last
         self.cur_len = cur + 1
         self.sequences, self.logprobs = self.running_sequences, self.running_scores
-        self.lengths = torch.full_like(self.lengths, cur + 1)
-        self.scores = (self.logprobs / ((cur + 1) ** self.options.length_penalty)).to(self.score_dtype)
-        return self._retire(done, torch.arange(b, device=logits.device)[:, None])
+        self.scores = (self.logprobs / (self.lengths.to(torch.float64) ** self.options.length_penalty)).to(
+            self.score_dtype
+        )
+        return self._check(done, torch.arange(b, device=logits.device)[:, None], last)
 
     def _retire(self, done: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """Freeze the results of the clips that are ``done`` and drop their rows; return the surviving sources."""
@@ -247,6 +266,7 @@ class BeamSearch:
                 "lengths",
                 "is_finished",
                 "heuristic_unsatisfied",
+                "frozen",
             ):
                 setattr(self, name, getattr(self, name)[keep])
         return source.reshape(-1)

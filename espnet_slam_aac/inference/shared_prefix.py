@@ -3,8 +3,8 @@
 Every beam row of a clip starts from the same prefix (audio embeddings + prompt, ~117 tokens for SLAM-AAC). The
 copied cache (:mod:`~espnet_slam_aac.inference.kv_cache`) gives each row its own copy, so the combined schedule's
 560 rows of 16 clips hold 560 prefixes (51 GiB at Vicuna-7B's shape). Here the prefix KV stays as prefilled, one
-per clip, and each row's cache holds only the tokens it generated, in buffers allocated once at their final
-length (``max_new_tokens``) and reordered in place.
+per clip, and each row's cache holds only the tokens it generated, in buffers that grow by doubling up to
+``max_new_tokens`` and are reordered in place.
 
 Attention of a decode step is split in two and combined exactly: the scores of a row's query against its clip's
 prefix keys (one batched matmul per clip over that clip's rows, so the prefix is read once per clip) and against
@@ -28,17 +28,35 @@ ATTENTION = "slam_aac_shared_prefix"
 
 
 class GeneratedKVLayer(DynamicLayer):
-    """One layer's keys and values of the generated tokens of every row, allocated at ``capacity`` tokens."""
+    """One layer's keys and values of the generated tokens of every row, written in place.
+
+    Buffers grow by doubling (from ``CHUNK`` tokens) up to ``capacity``, so a decode whose captions end after 20
+    tokens does not hold ``max_new_tokens`` = 200 of them for every row; a step never reallocates otherwise.
+    """
+
+    CHUNK = 32
 
     def __init__(self, rows: int, heads: int, dim: int, capacity: int, like: torch.Tensor):
         super().__init__()
-        self.keys = like.new_empty(rows, heads, capacity, dim)
-        self.values = like.new_empty(rows, heads, capacity, dim)
+        self.capacity = capacity
+        size = min(capacity, self.CHUNK)
+        self.keys = like.new_empty(rows, heads, size, dim)
+        self.values = like.new_empty(rows, heads, size, dim)
         self.length = 0
         self.device, self.is_initialized = like.device, True
 
+    def _grow(self, needed: int) -> None:
+        size = min(self.capacity, max(needed, 2 * self.keys.shape[2]))
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty(old.shape[0], old.shape[1], size, old.shape[3])
+            new[:, :, : self.length] = old[:, :, : self.length]
+            setattr(self, name, new)
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         end = self.length + key_states.shape[-2]
+        if end > self.keys.shape[2]:
+            self._grow(end)
         self.keys[:, :, self.length : end] = key_states
         self.values[:, :, self.length : end] = value_states
         self.length = end

@@ -34,7 +34,9 @@ from espnet_slam_aac.clap.refine import RefineConfig
 from espnet_slam_aac.data import audio
 from espnet_slam_aac.data import resample as resampling
 from espnet_slam_aac.errors import CheckpointError, ConfigError
+from espnet_slam_aac.inference.batch_size import auto_batch_size
 from espnet_slam_aac.inference.decoding import DecodingOptions, decode
+from espnet_slam_aac.inference.lora_merge import merge_lora as merge_lora_weights
 from espnet_slam_aac.tasks.aac import AACTask
 from espnet_slam_aac.utils.checkpoint import read_state_dict, resolve_model_dir
 from espnet_slam_aac.utils.config import read_yaml, resolve_beside, resolve_device, resolve_dtype
@@ -136,7 +138,10 @@ class Speech2Caption:
         model_file: its trained weights (``.safetensors`` or ESPnet ``.pth``); None keeps the built weights.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         dtype: of the whole model, ``float32`` (the reference), ``bfloat16``, ``float16`` or ``auto``.
-        batch_size: clips per forward pass.
+        batch_size: clips per forward pass; None: as many as the GPU's free memory holds (``inference.batch_size``),
+            8 on CPU.
+        merge_lora: fold the LoRA adapter into the frozen LLM weights (``inference.lora_merge``): the same
+            outputs to the dtype's rounding, no extra matmuls per step.
         decode_config: a decode YAML (``DecodingOptions``); ``**decoding`` fields override it.
         refine: a CLAP for CLAP-Refine (``clap.load_clap`` spec), or True for the one ``refine_config`` names;
         refine_config: a refine YAML (``clap_refine.RefineConfig``: the CLAP, ``lm_weight``, the CLAP's
@@ -149,13 +154,14 @@ class Speech2Caption:
         model_file: Optional[Union[str, Path]] = None,
         device: str = "cpu",
         dtype: str = "float32",
-        batch_size: int = 8,
+        batch_size: Optional[int] = None,
+        merge_lora: bool = True,
         decode_config: Optional[Union[str, Path]] = None,
         refine: Union[str, bool, None] = None,
         refine_config: Optional[Union[str, Path]] = None,
         **decoding,
     ):
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -165,6 +171,11 @@ class Speech2Caption:
             self.options = DecodingOptions.from_dict({k: v for k, v in decoding.items() if v is not None})
         self.batch_size = batch_size
         self.model, self.train_args = load_model(train_config, model_file, self.device, self.dtype)
+        if merge_lora:
+            merge_lora_weights(self.model.decoder.llm)
+        if batch_size is None:
+            llm_config = self.model.decoder.llm.config
+            self.batch_size = auto_batch_size(llm_config, self.options, self.dtype, torch.device(self.device))
         self.frontend = self.model.frontend
         if self.frontend is None:
             raise ConfigError(f"{train_config}: the model has no front end; Speech2Caption needs waveform input")

@@ -218,3 +218,23 @@ def test_shared_prefix_cache_holds_one_prefix_per_clip_and_only_generated_tokens
         assert keys.shape[0] == values.shape[0] == len(PREFIX_LENGTHS)  # one prefix per clip
         assert keys.shape[2] == max(PREFIX_LENGTHS)
         assert layer.keys.shape[0] == len(rows) and layer.keys.shape[2] == 20  # rows hold generated tokens only
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"early_stopping": True, "repetition_penalty": 1.3}, {"early_stopping": "never", "min_new_tokens": 3}],
+    ids=["default", "early_stopping=True", "never"],
+)
+@pytest.mark.parametrize("stop_rule", ["transformers", "slam_aac"])
+def test_host_checks_every_few_steps_give_the_same_hypotheses(llm, stop_rule, changes):
+    """Finished clips frozen on the device until the next host check end exactly as if dropped at once."""
+    embeds, mask = left_padded_prefix(PREFIX_LENGTHS)
+    options = DecodingOptions(beam_sizes=(1, 3, 6), max_new_tokens=14, stop_rule=stop_rule).replace(**changes)
+    every_step = decode(llm, embeds, mask, options, EOS, sync_every=1)
+    every_third = decode(llm, embeds, mask, options, EOS, sync_every=3)
+    assert [[(h.tokens, h.length) for h in c] for c in every_third] == [
+        [(h.tokens, h.length) for h in c] for c in every_step
+    ]
+    assert [h.score for c in every_third for h in c] == pytest.approx(
+        [h.score for c in every_step for h in c], abs=1e-6
+    )
