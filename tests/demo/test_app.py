@@ -1,12 +1,15 @@
 """The demo page's content without a browser: what it shows for a clip is ``Speech2Caption``'s, the spectrogram
 is the front end's input, and a clip that cannot be captioned is a message naming the upload, HTML-escaped."""
 
+import json
+import urllib.request
+
 import pytest
 import torch
 
 from espnet_slam_aac.data.audio import load_audio
 from espnet_slam_aac.errors import AudioError
-from espnet_slam_aac.testing.browser import need
+from espnet_slam_aac.testing.browser import free_port, need
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +68,16 @@ def test_a_clip_that_cannot_be_captioned_is_a_message_naming_the_upload(app, s2c
         error = app.page_error(str(path), caught.value)
         assert says in error.message and str(path.parent) not in error.message
         assert not error.print_exception  # the server's log gets no traceback for a user's clip
+
+
+def test_the_server_runs_one_request_at_a_time_from_a_bounded_queue_and_sends_no_analytics(app, s2c):
+    demo = app.build_demo(s2c)
+    url = app.serve(demo, "127.0.0.1", free_port(), queue_size=3, block=False)
+    try:
+        with urllib.request.urlopen(f"{url}config", timeout=30) as response:
+            config = json.loads(response.read())
+        assert config["analytics_enabled"] is False and config["max_file_size"] == 100 * 1024**2
+        # the queue's bounds as Gradio (pinned) keeps them: 3 requests may wait, one runs
+        assert demo._queue.max_size == 3 and demo._queue.default_concurrency_limit == 1
+    finally:
+        demo.close()

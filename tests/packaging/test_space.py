@@ -135,6 +135,7 @@ def test_the_space_app_serves_the_demo_of_its_folder(tmp_path, model, example):
     finally:
         server.stop()
     assert any(d.get("api_name") == "caption" for d in config["dependencies"])
+    assert config["analytics_enabled"] is False
     examples = [c["props"]["samples"] for c in config["components"] if c.get("type") == "dataset"]
     assert examples == [[["bird.flac"]]]
     assert "Traceback" not in server.log.read_text()
