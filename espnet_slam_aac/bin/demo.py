@@ -8,6 +8,7 @@ of each candidate; the pick marked), the log-mel fbank the model sees (its first
 taken; a packed model's examples/ clips are offered as examples. Audio: any format the caption command reads.
 A clip that cannot be captioned is an error message on the page; the server goes on serving. Requests wait in
 one queue (--queue_size) and run one at a time. Needs the demo extra: pip install 'espnet-slam-aac[demo]'.
+Browsers allow recording from the microphone only on https or localhost pages; uploads work everywhere.
 
 Decoding as in `espnet-slam-aac caption`: the model's decode.yaml (every beam size of it is a candidate);
 --refine alone uses the CLAP of the model's refine.yaml and beams 2..8 (unless --beams), --refine CLAP another

@@ -67,7 +67,7 @@ def caption_clip(s2c, path: os.PathLike) -> DemoResult:
     heard = s2c.frontend.target_length
     clip_s = wave.shape[0] / rate
     image = plot_fbank(model_fbank(s2c.frontend, prepared), heard, clip_s)
-    how = "CLAP-Refine picked it among the candidates" if s2c.clap is not None else "the top beam"
+    how = "CLAP-Refine picked it" if s2c.clap is not None else f"the best of beam {s2c.options.text_beam_size}"
     summary = (
         f"**{clip_s:.2f} s**, {rate} Hz, {wave.shape[1]} channel(s); captioned in **{took:.2f} s** on "
         f"{s2c.device} ({how})"
