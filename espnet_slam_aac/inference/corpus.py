@@ -316,6 +316,7 @@ def run_job(
             progress.update(records)
             if not counter.is_alive() and counter.ident is None:
                 counter.start()
+        progress.counts["todo"] = progress.counts["captioned"] + progress.counts["failed"]  # all of it, counted or not
         progress.update([], force=True)
     finally:
         writer.close()
