@@ -16,7 +16,7 @@ ALLOWED: Dict[str, Set[str]] = {
     "tasks": {"errors", "utils", "data", "model"},
     "clap": {"errors", "utils", "data"},
     "scoring": {"errors", "utils", "data"},
-    "inference": {"errors", "utils", "data", "model", "tasks", "clap"},
+    "inference": {"errors", "utils", "data", "model", "tasks", "clap", "scoring"},
     "packaging": {"errors", "utils", "data", "model", "__init__"},
     "demo": {"errors", "utils", "data", "model", "inference"},
     "testing": {"errors", "utils", "data", "model", "tasks", "clap", "inference", "scoring"},

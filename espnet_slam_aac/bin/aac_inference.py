@@ -22,6 +22,7 @@ The model: --model (a packed folder, an experiment dir or a Hugging Face Hub id)
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir, key_file = Path(args.output_dir), Path(args.key_file) if args.key_file else None
     if args.merge:
         n = merge(args.merge, out_dir, key_file)
-        print(f"{out_dir}: {n} clips merged from {len(args.merge)} jobs")
+        print(f"{out_dir}: {n} clips merged from {len(args.merge)} jobs", file=sys.stderr)
         return 0
     if not args.wav_scp:
         raise ConfigError("pass --wav_scp (the clips to decode), or --merge JOB_DIR... to merge jobs")
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     logger.info("decoding %d clips with %s", len(entries), s2c.options)
     records = decode_entries(s2c, entries, args.num_workers)
     write_outputs(out_dir, records, s2c.options)
-    print(f"{out_dir}: {len(records)} clips decoded (beam sizes {list(s2c.options.beam_sizes)})")
+    print(f"{out_dir}: {len(records)} clips decoded (beam sizes {list(s2c.options.beam_sizes)})", file=sys.stderr)
     empty = empty_captions(records, s2c.options)
     if empty:
         listed = ", ".join(empty[:10]) + (", ..." if len(empty) > 10 else "")

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import IO, List, Optional, Tuple
 
@@ -33,12 +34,11 @@ from tqdm import tqdm
 from espnet_slam_aac.data.datadir import read_wav_scp
 from espnet_slam_aac.errors import AudioError, SlamAACError
 from espnet_slam_aac.inference.batching import iter_batches
-from espnet_slam_aac.inference.options import add_model_arguments, build_speech2caption, model_inputs
+from espnet_slam_aac.inference.options import REFINE_BEAMS, add_model_arguments, build_speech2caption, model_inputs
 from espnet_slam_aac.utils import runner
 from espnet_slam_aac.utils.fileio import atomic_output, refuse_overwrite
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
-REFINE_BEAMS = "2..8"
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
 def caption_all(s2c, entries: List[Tuple[str, str]], args: argparse.Namespace, out: IO, cands: Optional[IO]):
     """Write a TSV row (and a candidates record) per clip; returns (unreadable clips, empty captions)."""
     failed = empty = 0
+    start = time.perf_counter()
     with tqdm(total=len(entries), unit="clip", disable=args.quiet, file=sys.stderr) as bar:
         for batch, loaded in iter_batches(entries, s2c.batch_size, args.num_workers):
             good = []
@@ -138,6 +139,9 @@ def caption_all(s2c, entries: List[Tuple[str, str]], args: argparse.Namespace, o
                     cands.write(json.dumps(candidates_record(name, result), ensure_ascii=False) + "\n")
             out.flush()
             bar.update(len(batch))
+    seconds, done = time.perf_counter() - start, len(entries) - failed
+    if not args.quiet and done:
+        print(f"captioned {done} clip(s) in {seconds:.1f} s: {done / seconds:.2f} clips/s", file=sys.stderr)
     return failed, empty
 
 

@@ -17,53 +17,18 @@ Settings come from --config (conf/refine.yaml), then the flags below.
 """
 
 import argparse
+import sys
 from typing import List, Optional
-
-from espnet2.utils.types import str2bool
 
 from espnet_slam_aac.clap import refine
 from espnet_slam_aac.clap.refine import RefineConfig
+from espnet_slam_aac.inference.options import add_refine_arguments
 from espnet_slam_aac.utils import runner
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--candidates", required=True, help="candidates.jsonl of the decoded set")
-    parser.add_argument("--data_dir", required=True, help="data dir whose wav.scp holds the clips' audio")
-    parser.add_argument("--out_dir", required=True, help="where text, scores.jsonl and refine.yaml go")
-    parser.add_argument("--config", help="refine YAML (e.g. conf/refine.yaml); flags override its keys")
-    group = parser.add_argument_group("settings (refine YAML keys; defaults in brackets)")
-    defaults = RefineConfig()
-    helps = {
-        "clap": "CLAP: ASE folder or best_model.pt, LAION .pt, ClapModel folder, or hub id",
-        "clap_config": "the ASE's clap_config.yaml, when not beside best_model.pt",
-        "tokenizer": "tokenizer folder or hub id [files beside the checkpoint, else roberta-base]",
-        "lm_weight": "weight of the mean token log-probability added to the similarity",
-        "device": "torch device",
-        "batch_size": "clips per audio-encoder call",
-        "text_batch_size": "captions per text-encoder call",
-        "clips_per_step": "clips read and embedded together",
-        "num_workers": "threads reading audio",
-        "max_seconds": "seconds of audio used from the start of each clip",
-        "whole_clip": "average embeddings over consecutive max_seconds windows covering the whole clip",
-        "channel": "channel of multi-channel audio: first | mean",
-        "short_clip": "clips under 0.1 s: error | silence (embed 10 s of silence, as the reference does)",
-        "max_text_tokens": "caption tokens kept [30 for SLAM-AAC's CLAP, 77 for LAION]",
-    }
-    types = {
-        "whole_clip": str2bool,
-        "lm_weight": float,
-        "max_seconds": float,
-        "batch_size": int,
-        "text_batch_size": int,
-        "clips_per_step": int,
-        "num_workers": int,
-        "max_text_tokens": int,
-    }
-    for name, help_ in helps.items():
-        default = getattr(defaults, name)
-        shown = f" [{default}]" if default is not None else ""
-        group.add_argument(f"--{name}", type=types.get(name, str), default=None, help=help_ + shown)
+    add_refine_arguments(parser)
     runner.add_arguments(parser)
     return parser
 
@@ -78,7 +43,10 @@ def run(args: argparse.Namespace) -> None:
     config = RefineConfig.from_yaml(args.config, **overrides)
     records = refine.run(config, args.candidates, args.data_dir, args.out_dir, inputs=[args.config])
     changed = sum(r["best"] != 0 for r in records)
-    print(f"{args.out_dir}: {len(records)} clips refined; {changed} chose another candidate than the first")
+    print(
+        f"{args.out_dir}: {len(records)} clips refined; {changed} chose another candidate than the first",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
-from espnet_slam_aac.bin import clap_refine
-from espnet_slam_aac.clap.fusion import DEFAULT_WEIGHTS, OUTPUTS, tune_lm_weight
 from espnet_slam_aac.clap.refine import RefineConfig
+from espnet_slam_aac.inference.options import add_refine_arguments
+from espnet_slam_aac.inference.refine_tune import DEFAULT_WEIGHTS, OUTPUTS, tune_lm_weight
 from espnet_slam_aac.scoring import resources as metric_resources
 from espnet_slam_aac.scoring.metrics import PER_CLIP, TextNormalization
 from espnet_slam_aac.utils import runner
@@ -26,9 +26,11 @@ from espnet_slam_aac.utils.fileio import refuse_overwrite
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = clap_refine.get_parser()  # the CLAP settings, the candidates, the audio and the output dir
-    parser.prog = "espnet-slam-aac refine-tune"
-    parser.description = __doc__
+    parser = argparse.ArgumentParser(
+        prog="espnet-slam-aac refine-tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_refine_arguments(parser)  # clap-refine's: the CLAP settings, the candidates, the audio and the output dir
+    runner.add_arguments(parser)
     for action in parser._actions:  # clap-refine's --lm_weight: the weight this tool chooses
         if action.dest == "lm_weight":
             action.help = argparse.SUPPRESS

@@ -26,6 +26,7 @@ import yaml
 
 from espnet_slam_aac.clap.model import load_clap, rescore_clips
 from espnet_slam_aac.data.audio import load_audio
+from espnet_slam_aac.data.candidates import read_candidates
 from espnet_slam_aac.data.datadir import read_wav_scp
 from espnet_slam_aac.errors import ConfigError, DataError
 from espnet_slam_aac.utils.config import check_keys, read_yaml, resolve_beside
@@ -87,37 +88,6 @@ class RefineConfig:
             opts.pop(key)
         opts["config"] = self.clap_config
         return opts
-
-
-def read_candidates(path: Path) -> List[Tuple[str, List[dict]]]:
-    """candidates.jsonl -> [(key, candidates)] in file order; DataError naming file, line and key."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such candidates file")
-    out, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not a JSON object ({e})") from e
-            key = rec.get("key") if isinstance(rec, dict) else None
-            if not isinstance(key, str) or not key:
-                raise DataError(f"{where}: needs a string 'key'")
-            cands = rec.get("candidates")
-            if not isinstance(cands, list) or not cands:
-                raise DataError(f"{where}: key {key!r}: 'candidates' must be a non-empty list")
-            for i, c in enumerate(cands):
-                if not isinstance(c, dict) or not isinstance(c.get("text"), str):
-                    raise DataError(f"{where}: key {key!r}: candidate {i} needs a string 'text'")
-            if key in seen:
-                raise DataError(f"{where}: duplicate key {key!r} (also on line {seen[key]})")
-            seen[key] = lineno
-            out.append((key, cands))
-    return out
 
 
 def refine(clap, clips: List[Tuple[str, List[dict]]], wav_scp: Dict[str, str], config: RefineConfig) -> List[dict]:

@@ -6,6 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import List
 
+from espnet2.utils.types import str2bool
+
+from espnet_slam_aac.clap.refine import RefineConfig
 from espnet_slam_aac.errors import ConfigError
 from espnet_slam_aac.inference.decoding import DecodingOptions
 from espnet_slam_aac.inference.speech2caption import Speech2Caption
@@ -39,7 +42,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, device: str, dtype: str
     group.add_argument("--model_file", help="the model's weights (.safetensors or ESPnet .pth)")
     group.add_argument("--device", default=device, help=f"cpu, cuda, cuda:N or auto [{device}]")
     group.add_argument("--dtype", default=dtype, help=f"float32, bfloat16, float16 or auto (bf16 on GPU) [{dtype}]")
-    group.add_argument("--batch_size", type=int, default=8, help="clips per forward pass [8]")
+    group.add_argument(
+        "--batch_size", type=int, default=None, help="clips per forward pass [what the GPU's free memory holds; CPU: 8]"
+    )
+    group.add_argument(
+        "--merge_lora",
+        type=str2bool,
+        default=True,
+        help="fold LoRA into the frozen weights for inference (same outputs to the dtype's rounding, faster) [true]",
+    )
     group.add_argument("--decode_config", help="decode YAML (conf/decode.yaml); the flags below override it")
     group = parser.add_argument_group("decoding options (decode YAML keys; defaults in brackets)")
     defaults = DecodingOptions()
@@ -51,6 +62,47 @@ def add_model_arguments(parser: argparse.ArgumentParser, device: str, dtype: str
         shown = "4 if decoded, else the first" if name == "text_beam_size" else shown
         flags = [f"--{name}", "--beams"] if name == "beam_sizes" else [f"--{name}"]
         group.add_argument(*flags, dest=name, type=types[name], default=None, help=f"{help_} [{shown}]")
+
+
+def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
+    """clap-refine's inputs, output and CLAP-Refine settings (``RefineConfig``, over a refine YAML), shared with
+    refine-tune."""
+    parser.add_argument("--candidates", required=True, help="candidates.jsonl of the decoded set")
+    parser.add_argument("--data_dir", required=True, help="data dir whose wav.scp holds the clips' audio")
+    parser.add_argument("--out_dir", required=True, help="where text, scores.jsonl and refine.yaml go")
+    parser.add_argument("--config", help="refine YAML (e.g. conf/refine.yaml); flags override its keys")
+    group = parser.add_argument_group("settings (refine YAML keys; defaults in brackets)")
+    defaults = RefineConfig()
+    helps = {
+        "clap": "CLAP: ASE folder or best_model.pt, LAION .pt, ClapModel folder, or hub id",
+        "clap_config": "the ASE's clap_config.yaml, when not beside best_model.pt",
+        "tokenizer": "tokenizer folder or hub id [files beside the checkpoint, else roberta-base]",
+        "lm_weight": "weight of the mean token log-probability added to the similarity",
+        "device": "torch device",
+        "batch_size": "clips per audio-encoder call",
+        "text_batch_size": "captions per text-encoder call",
+        "clips_per_step": "clips read and embedded together",
+        "num_workers": "threads reading audio",
+        "max_seconds": "seconds of audio used from the start of each clip",
+        "whole_clip": "average embeddings over consecutive max_seconds windows covering the whole clip",
+        "channel": "channel of multi-channel audio: first | mean",
+        "short_clip": "clips under 0.1 s: error | silence (embed 10 s of silence, as the reference does)",
+        "max_text_tokens": "caption tokens kept [30 for SLAM-AAC's CLAP, 77 for LAION]",
+    }
+    types = {
+        "whole_clip": str2bool,
+        "lm_weight": float,
+        "max_seconds": float,
+        "batch_size": int,
+        "text_batch_size": int,
+        "clips_per_step": int,
+        "num_workers": int,
+        "max_text_tokens": int,
+    }
+    for name, help_ in helps.items():
+        default = getattr(defaults, name)
+        shown = f" [{default}]" if default is not None else ""
+        group.add_argument(f"--{name}", type=types.get(name, str), default=None, help=help_ + shown)
 
 
 def model_inputs(args: argparse.Namespace) -> List[Path]:
@@ -68,6 +120,7 @@ def build_speech2caption(args: argparse.Namespace, **extra):
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,
+        merge_lora=getattr(args, "merge_lora", True),
         decode_config=args.decode_config,
         **decoding,
         **extra,

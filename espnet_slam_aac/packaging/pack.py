@@ -44,6 +44,7 @@ import yaml
 
 from espnet_slam_aac import __version__
 from espnet_slam_aac.errors import CheckpointError, ConfigError
+from espnet_slam_aac.model.decoder import DEFAULT_LLM
 from espnet_slam_aac.packaging.layout import CARD, CONFIG, IMAGES, META, RESULTS, SOURCES, WEIGHTS, human, size_of
 from espnet_slam_aac.packaging.model_card import model_card
 from espnet_slam_aac.packaging.space import write_space
@@ -110,8 +111,6 @@ def collect_sources(
     configs: Dict[str, dict], base_dirs: Dict[str, Path], stage: Path, max_source_bytes: int, resolve_revisions: bool
 ) -> List[Reference]:
     """Copy local frozen sources into ``stage/sources`` and rewrite ``configs`` in place; returns references."""
-    from espnet_slam_aac.model.decoder import DEFAULT_LLM
-
     defaults = {("decoder_conf", "model_name_or_path"): DEFAULT_LLM}  # what the decoder loads when unset
     references: List[Reference] = []
     copied: Dict[Path, str] = {}  # one copy per local path, however many keys name it

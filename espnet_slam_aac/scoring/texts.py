@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
 
+from espnet_slam_aac.data.candidates import read_candidates
 from espnet_slam_aac.data.records import normalize_caption
 from espnet_slam_aac.errors import DataError
 
@@ -129,8 +130,6 @@ def read_references(data_dir: Path, min_refs: int = 1) -> Dict[str, List[str]]:
 
 def read_candidate_sets(path: Path) -> Dict[str, List[str]]:
     """Each clip's candidate captions (key -> texts, in file order) from a decode's ``candidates.jsonl``."""
-    from espnet_slam_aac.clap.refine import read_candidates  # the one reader of candidates.jsonl
-
     return {key: [c["text"] for c in cands] for key, cands in read_candidates(path)}
 
 

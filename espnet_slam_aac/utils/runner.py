@@ -104,6 +104,9 @@ def run(body: Callable[[argparse.Namespace], Optional[int]], args: argparse.Name
             status = body(args)
     except SlamAACError as err:
         fail(str(err))
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except OSError as err:
         fail(describe_os_error(err))
     if status:

@@ -21,7 +21,10 @@ from typing import Dict, List, Sequence
 import torch
 import yaml
 
-from espnet_slam_aac.clap.refine import RefineConfig, read_candidates, refine
+from espnet_slam_aac.clap.model import load_clap, rescore
+from espnet_slam_aac.clap.refine import RefineConfig, refine
+from espnet_slam_aac.data.candidates import read_candidates
+from espnet_slam_aac.data.datadir import read_wav_scp
 from espnet_slam_aac.errors import ConfigError, DataError, MetricResourceError
 from espnet_slam_aac.scoring import plots
 from espnet_slam_aac.scoring.metrics import PER_CLIP, TextNormalization, read_references, score_decodes
@@ -49,8 +52,6 @@ class FusionCurve:
 
 def picks_at(records: Sequence[dict], lm_weight: float) -> Dict[str, int]:
     """Each clip's candidate index under ``lm_weight``, from ``refine`` records made at any weight."""
-    from espnet_slam_aac.clap.model import rescore
-
     picks = {}
     for rec in records:
         cands = rec["candidates"]
@@ -84,9 +85,6 @@ def tune_lm_weight(
     metric_device: str = "cuda_if_available",
 ) -> FusionCurve:
     """Tune ``lm_weight`` on one set (module docstring); writes ``out_dir`` and returns the curve."""
-    from espnet_slam_aac.clap.model import load_clap
-    from espnet_slam_aac.data.datadir import read_wav_scp
-
     if metric not in PER_CLIP:
         raise ConfigError(f"cannot tune on {metric!r}: choose one of {', '.join(PER_CLIP)}")
     weights = [float(w) for w in weights]

@@ -10,11 +10,11 @@ import soundfile
 import yaml
 
 from espnet_slam_aac.bin import refine_tune
-from espnet_slam_aac.clap.fusion import choose, picks_at, tune_lm_weight
 from espnet_slam_aac.clap.model import load_clap
 from espnet_slam_aac.clap.refine import RefineConfig, read_candidates, refine
 from espnet_slam_aac.data.datadir import read_wav_scp
 from espnet_slam_aac.errors import MetricResourceError
+from espnet_slam_aac.inference.refine_tune import choose, picks_at, tune_lm_weight
 from espnet_slam_aac.scoring import resources as mr
 from espnet_slam_aac.scoring.metrics import TextNormalization, score_decodes
 from espnet_slam_aac.testing import synth
