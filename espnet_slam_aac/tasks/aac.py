@@ -35,6 +35,7 @@ from espnet2.utils.types import str2bool
 from espnet_slam_aac.errors import AudioError, ConfigError, DataError, SlamAACError
 from espnet_slam_aac.model.decoder import (
     DEFAULT_LLM,
+    DEFAULT_LORA,
     DEFAULT_PROMPT,
     DEFAULT_TEMPLATE,
     CaptionTokenizer,
@@ -102,6 +103,9 @@ def check_component_confs(args: argparse.Namespace) -> None:
             continue
         known = [k for k in params if k != "self" and k not in TASK_SET[name]]
         check_keys(conf, known, f"{where}{name}_conf ({name} {choice!r})")
+    lora = (getattr(args, "decoder_conf", None) or {}).get("lora")
+    if isinstance(lora, dict):
+        check_keys(lora, DEFAULT_LORA, f"{where}decoder_conf.lora")
 
 
 def without_worker_traceback(err: SlamAACError) -> SlamAACError:

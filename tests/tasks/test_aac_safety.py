@@ -173,14 +173,24 @@ def test_nan_loss_stops_training_and_no_nan_epoch_is_saved(setup, trained, tmp_p
     assert not list(exp.glob("*epoch.pth")) and not (exp / "valid.loss.best.pth").exists()
 
 
-def test_typo_in_a_component_section_names_the_yaml_section_key_and_known_keys(setup, tmp_path):
+TYPOS = [
+    ("projector_conf", {"downsample_rat": 5}, "projector_conf (projector 'linear'): unknown key(s) ['downsample_rat']"),
+    ("decoder_conf", {"lora": {"rank": 4}}, "decoder_conf.lora: unknown key(s) ['rank']"),
+]
+KNOWN = ["['downsample_rate', 'hidden_size']", "['alpha', 'dropout', 'r', 'target_modules']"]
+
+
+@pytest.mark.parametrize("section, value, message, known", [t + (k,) for t, k in zip(TYPOS, KNOWN)])
+def test_typo_in_a_component_section_names_the_yaml_section_key_and_known_keys(
+    setup, tmp_path, section, value, message, known
+):
     config = yaml.safe_load(setup["config"].read_text())
-    config["projector_conf"] = {"downsample_rat": 5}
+    config[section] = {**config[section], **value}
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(config))
     run = train({**setup, "config": path}, tmp_path / "exp", "--collect_stats", "true")
-    assert_refused(run, f"{path}: projector_conf (projector 'linear'): unknown key(s) ['downsample_rat']")
-    assert "known keys: ['downsample_rate', 'hidden_size']" in run.stderr
+    assert_refused(run, f"{path}: {message}")
+    assert f"known keys: {known}" in run.stderr
 
 
 def test_caption_longer_than_the_llm_takes_stops_collect_stats_naming_the_utterance(setup, tmp_path):
