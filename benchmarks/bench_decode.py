@@ -10,6 +10,8 @@ over B * 35 rows; ``sequential``: one beam size after another). Variants (``--va
 - ``copied``: ``decode(prefix="copied")``, the earlier cache: every row holds a copy of its clip's prefix;
 - ``merged``: ``shared`` with the LoRA folded into the frozen weights (``inference.lora_merge``); the report
   gives the largest prefill-logit change the merge makes, beside the dtype's rounding at that magnitude;
+- ``static``: ``shared`` with every row kept to the end in a full-capacity cache (the same shapes every step);
+- ``compiled`` (GPU): ``static`` with the step run through ``torch.compile`` and CUDA graphs;
 - ``generate``: the reference, 7 x ``generate`` (``--stop_rule`` picks the rule ours follow; ``generate`` is the
   installed transformers', so captions are compared only under ``transformers``).
 
@@ -25,7 +27,8 @@ With random weights no caption ends early, so every hypothesis runs to ``--max_n
 about a real caption's length (Clotho's mean is about 11 words).
 
     python benchmarks/bench_decode.py --device cpu --llm_preset small --clips 8 --batch_size 4
-    python benchmarks/bench_decode.py --device cuda --llm_preset 7b --clips 64 --batch_size 16 --check report
+    python benchmarks/bench_decode.py --device cuda --llm_preset 7b --clips 64 --batch_size 16 --check report \
+        --variants shared,static,compiled,copied,merged,generate
     python benchmarks/bench_decode.py --device cuda --llm_preset 7b --beams 4 --clips 64 --batch_size 16 \
         --schedules combined --check report
 """
@@ -107,11 +110,20 @@ def reference_candidates(model, speech, lengths, beam_sizes, max_new_tokens):
     return out
 
 
-def our_candidates(model, speech, lengths, options, prefix):
+VARIANTS = {  # ours: decode's keyword arguments
+    "shared": {},
+    "copied": {"prefix": "copied"},
+    "merged": {},
+    "static": {"static": True},
+    "compiled": {"compile": True},
+}
+
+
+def our_candidates(model, speech, lengths, options, variant):
     from espnet_slam_aac.inference.decoding import decode
 
     embeds, mask = model.prefix_embeds(speech, lengths)
-    hyps = decode(model.decoder.llm, embeds, mask, options, model.decoder.eos_id, prefix=prefix)
+    hyps = decode(model.decoder.llm, embeds, mask, options, model.decoder.eos_id, **VARIANTS[variant])
     return [[h.tokens for h in clip] for clip in hyps]
 
 
@@ -192,7 +204,6 @@ def run_one(args) -> dict:
         top = before.abs().max().item()
         extra = {"merge_max_logit_diff": (after - before).abs().max().item(), "max_abs_logit": top,
                  "dtype_rounding_at_max_logit": top * torch.finfo(dtype).eps / 2}  # fmt: skip
-        variant = "shared"
     if variant == "generate":
         fn = lambda s, n: reference_candidates(model, s, n, beam_sizes, args.max_new_tokens)  # noqa: E731
     else:

@@ -151,6 +151,8 @@ def decode(
     bos_token_id: Optional[int] = None,
     prefix: str = "shared",
     sync_every: Optional[int] = None,
+    static: bool = False,
+    compile: bool = False,
 ) -> List[List[Hypothesis]]:
     """Beam-search every beam size of ``options`` for each clip of a left-padded prefix batch.
 
@@ -162,7 +164,9 @@ def decode(
     (:mod:`~espnet_slam_aac.inference.shared_prefix`); ``"copied"`` is the earlier cache, one copy per beam row,
     kept for the benchmark's comparison. The host checks which clips are done every ``sync_every`` steps (default:
     every step on CPU, where waiting costs nothing, every 4th on a GPU, which then runs ahead); the results are
-    the same, finished clips are frozen on the device until their rows are dropped.
+    the same, finished clips are frozen on the device until their rows are dropped. ``static=True`` (shared
+    prefix only) keeps every row to the last step in a full-capacity cache, so every step has the same shapes;
+    ``compile=True`` adds ``torch.compile`` with CUDA graphs over that step (a GPU path; same results).
     """
     eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     bos = bos_token_id if bos_token_id is not None else getattr(llm.config, "bos_token_id", None)
@@ -170,10 +174,14 @@ def decode(
         raise ConfigError("stop_rule slam_aac with a repetition penalty needs the LM's bos_token_id; none is set")
     if prefix not in PREFIX_CACHES:
         raise ConfigError(f"prefix must be one of {sorted(PREFIX_CACHES)}, got {prefix!r}")
-    cache = PREFIX_CACHES[prefix](llm)
+    if (static or compile) and prefix != "shared":
+        raise ConfigError("static and compiled decoding need prefix='shared'")
+    cache = SharedPrefixCache(llm, static, compile) if prefix == "shared" else KVCache(llm)
     first_logits = cache.prefill(inputs_embeds, attention_mask)
     clips = torch.arange(inputs_embeds.shape[0], device=inputs_embeds.device)
-    if sync_every is None:
+    if static or compile:
+        sync_every = options.max_new_tokens  # rows are dropped only at the end
+    elif sync_every is None:
         sync_every = 1 if inputs_embeds.device.type == "cpu" else 4
     searches = [BeamSearch(n, clips, options, eos_ids, bos, sync_every) for n in options.beam_sizes]
     if options.schedule == "combined":

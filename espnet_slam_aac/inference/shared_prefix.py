@@ -76,15 +76,45 @@ class GeneratedKVLayer(DynamicLayer):
             self.keys, self.values = self.keys[source_rows], self.values[source_rows]
 
 
+class StaticKVLayer(DynamicLayer):
+    """The generated tokens of every row at their full capacity, written at the step counter ``write_at`` (a
+    tensor): every decode step has the same shapes and no Python-int slicing, as a CUDA graph needs. Attention
+    masks the slots not written yet (:meth:`SharedPrefixCache.attend`)."""
+
+    def __init__(self, rows: int, heads: int, dim: int, capacity: int, like: torch.Tensor, write_at: torch.Tensor):
+        super().__init__()
+        self.keys = like.new_zeros(rows, heads, capacity, dim)
+        self.values = like.new_zeros(rows, heads, capacity, dim)
+        self.write_at = write_at
+        self.device, self.is_initialized = like.device, True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        self.keys.index_copy_(2, self.write_at, key_states)
+        self.values.index_copy_(2, self.write_at, value_states)
+        return self.keys, self.values
+
+    def reorder(self, source_rows: torch.Tensor) -> None:
+        if source_rows.shape[0] != self.keys.shape[0]:
+            raise RuntimeError("a static KV cache keeps its rows: decode with sync_every >= max_new_tokens")
+        self.keys.copy_(self.keys.index_select(0, source_rows))
+        self.values.copy_(self.values.index_select(0, source_rows))
+
+
 class SharedPrefixCache:
     """Owns the KV cache of a decode: the prefix of each clip once, and the generated tokens of each row.
 
     Same contract as :class:`~espnet_slam_aac.inference.kv_cache.KVCache` (``prefill``, ``fork``, ``step``,
     ``reorder``, ``release_prefix``), so :func:`~espnet_slam_aac.inference.decoding.decode` drives either.
+    ``static=True`` keeps every row to the end and its generated KV at full capacity (:class:`StaticKVLayer`), so
+    each step has the same shapes; ``compile=True`` (GPU) then runs the step through ``torch.compile`` with CUDA
+    graphs (``mode="reduce-overhead"``).
     """
 
-    def __init__(self, llm: torch.nn.Module):
+    def __init__(self, llm: torch.nn.Module, static: bool = False, compile: bool = False):
         self.llm = llm
+        self.static = static or compile
+        self.write_at: Optional[torch.Tensor] = None  # static: the slot of the next generated token, (1,) long
+        self._forward = torch.compile(self._llm_step, mode="reduce-overhead") if compile else self._llm_step
         self.prefix: List[Tuple[torch.Tensor, torch.Tensor]] = []  # per layer (B, kv heads, P, dim)
         self.prefix_keep: Optional[torch.Tensor] = None  # (B, P) bool; None when no clip is padded
         self.prefix_next_pos: Optional[torch.Tensor] = None
@@ -107,7 +137,12 @@ class SharedPrefixCache:
         """Start the generated part of ``len(row_clip)`` rows; row ``r`` reads the prefix of clip ``row_clip[r]``."""
         keys = self.prefix[0][0]
         rows, (_, heads, _, dim) = len(row_clip), keys.shape
-        self.cache = Cache(layers=[GeneratedKVLayer(rows, heads, dim, max_new_tokens, keys) for _ in self.prefix])
+        if self.static:
+            self.write_at = torch.zeros(1, dtype=torch.long, device=keys.device)
+            layers = [StaticKVLayer(rows, heads, dim, max_new_tokens, keys, self.write_at) for _ in self.prefix]
+        else:
+            layers = [GeneratedKVLayer(rows, heads, dim, max_new_tokens, keys) for _ in self.prefix]
+        self.cache = Cache(layers=layers)
         self.row_clip = row_clip.to(keys.device)
         self.slots = int(torch.bincount(self.row_clip).max())
         self._place_rows()
@@ -125,12 +160,17 @@ class SharedPrefixCache:
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row; return the next-token logits, (R, V)."""
-        positions = (self.prefix_next_pos.index_select(0, self.row_clip) + self.generated)[:, None]
+        step = self.write_at if self.static else self.generated
+        positions = (self.prefix_next_pos.index_select(0, self.row_clip) + step)[:, None]
         with attention_implementation(self.llm, ATTENTION):
-            out = self.llm(
-                input_ids=tokens[:, None], position_ids=positions, cache=self.cache, use_cache=True, shared_prefix=self
-            )
+            logits = self._forward(tokens[:, None], positions)
         self.generated += 1
+        if self.static:
+            self.write_at += 1
+        return logits
+
+    def _llm_step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        out = self.llm(input_ids=tokens, position_ids=positions, cache=self.cache, use_cache=True, shared_prefix=self)
         return out.logits[:, -1, :]
 
     def reorder(self, source_rows: torch.Tensor) -> None:
@@ -138,8 +178,9 @@ class SharedPrefixCache:
         source_rows = source_rows.to(self.row_clip.device)
         for layer in self.cache.layers:
             layer.reorder(source_rows)
-        self.row_clip = self.row_clip.index_select(0, source_rows)
-        self._place_rows()
+        if not self.static:  # static rows stay where they are: beams move within their clip's rows
+            self.row_clip = self.row_clip.index_select(0, source_rows)
+            self._place_rows()
 
     def attend(self, layer: int, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scaling: float):
         """Attention of one query per row over its clip's prefix and its own ``keys``/``values``.
@@ -167,6 +208,9 @@ class SharedPrefixCache:
             keep = self.prefix_keep.index_select(0, self.row_clip)[:, None, :]
             prefix_scores = prefix_scores.masked_fill(~keep, float("-inf"))
         own_scores = torch.matmul(q.view(rows, kv_heads, groups, dim), keys.transpose(-1, -2))
+        if self.static:  # slots after this step's token are not written yet
+            unwritten = torch.arange(keys.shape[2], device=keys.device) > self.write_at
+            own_scores = own_scores.masked_fill(unwritten, float("-inf"))
         scores = torch.cat([prefix_scores, own_scores.reshape(rows, heads, -1)], dim=-1) * scaling
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
         prefix_probs, own_probs = probs.split([length, probs.shape[-1] - length], dim=-1)

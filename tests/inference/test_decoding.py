@@ -238,3 +238,26 @@ def test_host_checks_every_few_steps_give_the_same_hypotheses(llm, stop_rule, ch
     assert [h.score for c in every_third for h in c] == pytest.approx(
         [h.score for c in every_step for h in c], abs=1e-6
     )
+
+
+@pytest.mark.parametrize("schedule", ["combined", "sequential"])
+@pytest.mark.parametrize("stop_rule", ["transformers", "slam_aac"])
+def test_static_cache_gives_the_captions_of_the_growing_one(llm, stop_rule, schedule):
+    """Every row kept to the end in a full-capacity cache (the shapes a CUDA graph needs): the same results."""
+    embeds, mask = left_padded_prefix(PREFIX_LENGTHS)
+    options = DecodingOptions(beam_sizes=(1, 3, 6), max_new_tokens=14, stop_rule=stop_rule, schedule=schedule)
+    options = options.replace(repetition_penalty=1.2, min_new_tokens=2)
+    growing = decode(llm, embeds, mask, options, EOS)
+    static = decode(llm, embeds, mask, options, EOS, static=True)
+    assert [[(h.tokens, h.length) for h in c] for c in static] == [[(h.tokens, h.length) for h in c] for c in growing]
+    assert [h.score for c in static for h in c] == pytest.approx([h.score for c in growing for h in c], abs=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled (CUDA graph) step is a GPU path")
+def test_compiled_step_on_the_gpu_gives_the_captions_of_the_eager_one(llm):
+    embeds, mask = left_padded_prefix(PREFIX_LENGTHS)
+    gpu = peaky_llm().cuda()
+    options = DecodingOptions(beam_sizes=(2, 4), max_new_tokens=12, stop_rule="slam_aac")
+    eager = decode(gpu, embeds.cuda(), mask.cuda(), options, EOS)
+    compiled = decode(gpu, embeds.cuda(), mask.cuda(), options, EOS, compile=True)
+    assert [[h.tokens for h in c] for c in compiled] == [[h.tokens for h in c] for c in eager]
