@@ -2,13 +2,16 @@
 
 SLAM-AAC's candidate set for CLAP-Refine is the top-1 caption of each beam size 2..8. Upstream decodes the set 7
 times, each time re-encoding the audio and prefilling ``num_beams`` copies of the prompt. Here the prefix (audio
-embeddings + prompt) is prefilled **once per clip**; each beam size then starts from copies of that KV cache.
+embeddings + prompt) is prefilled **once per clip** and kept once in memory: every beam row of every beam size
+reads its clip's prefix KV and holds only the tokens it generated.
 
 Three parts, as in openai/whisper's ``decoding.py``:
 
 - :class:`DecodingOptions`: every setting, read from the decode YAML;
-- :class:`~espnet_slam_aac.inference.kv_cache.KVCache`: the one place that owns the LM's KV cache (prefill, fork
-  per beam, one step, reorder);
+- the cache owner (prefill, fork into beam rows, one step, reorder):
+  :class:`~espnet_slam_aac.inference.shared_prefix.SharedPrefixCache` (one prefix per clip; optionally static
+  and compiled for a GPU) or, for comparison, :class:`~espnet_slam_aac.inference.kv_cache.KVCache` (a prefix
+  copy per row);
 - :class:`~espnet_slam_aac.inference.beam_search.BeamSearch`: one beam size over a batch of clips, with an
   ``update(logits) -> source rows`` / ``finalize() -> n-best`` contract, under ``stop_rule="transformers"``
   (transformers 5.x ``generate`` step for step) or ``"slam_aac"`` (transformers 4.35.2's beam search, with
@@ -18,7 +21,7 @@ Three parts, as in openai/whisper's ``decoding.py``:
 :func:`decode` ties them together: ``schedule="combined"`` runs every beam size of a batch as one search over
 ``B * sum(beam_sizes)`` rows (one LM call per step); ``"sequential"`` runs one beam size after another, each forked
 from the shared prefill (less memory, more LM calls). A clip whose search can no longer change is dropped from the
-batch. Beam size 1 is greedy search, as ``generate(num_beams=1)``.
+batch at the next host check. Beam size 1 is greedy search, as ``generate(num_beams=1)``.
 """
 
 import dataclasses
