@@ -34,7 +34,13 @@ from tqdm import tqdm
 from espnet_slam_aac.data.datadir import read_wav_scp
 from espnet_slam_aac.errors import AudioError, SlamAACError
 from espnet_slam_aac.inference.batching import iter_batches
-from espnet_slam_aac.inference.options import REFINE_BEAMS, add_model_arguments, build_speech2caption, model_inputs
+from espnet_slam_aac.inference.options import (
+    REFINE_BEAMS,
+    add_model_arguments,
+    add_refine_flags,
+    build_speech2caption,
+    model_inputs,
+)
 from espnet_slam_aac.utils import runner
 from espnet_slam_aac.utils.fileio import atomic_output, refuse_overwrite
 
@@ -46,14 +52,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, or wav.scp files")
     parser.add_argument("--out", help="write the TSV here instead of stdout")
     parser.add_argument("--candidates", help="also write every candidate caption with its scores (jsonl)")
-    parser.add_argument(
-        "--refine",
-        metavar="CLAP",
-        nargs="?",
-        const=True,
-        help="CLAP-Refine (beams 2..8 unless --beams) with the model's CLAP, or with CLAP",
-    )
-    parser.add_argument("--refine_config", help="refine YAML (lm_weight, CLAP options), e.g. conf/refine.yaml")
+    add_refine_flags(parser)
     parser.add_argument("--num_workers", type=int, default=2, help="threads reading audio [2]")
     add_model_arguments(parser, device="auto", dtype="auto")
     runner.add_arguments(parser)

@@ -21,8 +21,7 @@ import sys
 from typing import List, Optional
 
 from espnet_slam_aac.clap import refine
-from espnet_slam_aac.clap.refine import RefineConfig
-from espnet_slam_aac.inference.options import add_refine_arguments
+from espnet_slam_aac.clap.refine import RefineConfig, add_refine_arguments
 from espnet_slam_aac.utils import runner
 
 

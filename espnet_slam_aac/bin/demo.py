@@ -23,7 +23,7 @@ from typing import List, Optional
 
 from espnet_slam_aac.errors import ConfigError
 from espnet_slam_aac.inference.corpus import AUDIO_SUFFIXES
-from espnet_slam_aac.inference.options import REFINE_BEAMS, add_model_arguments, build_speech2caption
+from espnet_slam_aac.inference.options import REFINE_BEAMS, add_model_arguments, add_refine_flags, build_speech2caption
 from espnet_slam_aac.packaging.space import EXAMPLES
 from espnet_slam_aac.utils import runner
 from espnet_slam_aac.utils.checkpoint import resolve_model_dir
@@ -33,14 +33,7 @@ logger = logging.getLogger(__name__)
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--refine",
-        metavar="CLAP",
-        nargs="?",
-        const=True,
-        help="CLAP-Refine (beams 2..8 unless --beams) with the model's CLAP, or with CLAP",
-    )
-    parser.add_argument("--refine_config", help="refine YAML (lm_weight, CLAP options), e.g. conf/refine.yaml")
+    add_refine_flags(parser)
     parser.add_argument("--host", help="address to serve on [127.0.0.1, or $GRADIO_SERVER_NAME]; 0.0.0.0: all")
     parser.add_argument("--port", type=int, help="port [7860, or $GRADIO_SERVER_PORT; the next free one]")
     parser.add_argument("--queue_size", type=int, default=16, help="requests that may wait; more are refused [16]")

@@ -16,8 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
-from espnet_slam_aac.clap.refine import RefineConfig
-from espnet_slam_aac.inference.options import add_refine_arguments
+from espnet_slam_aac.clap.refine import RefineConfig, add_refine_arguments
 from espnet_slam_aac.inference.refine_tune import DEFAULT_WEIGHTS, OUTPUTS, tune_lm_weight
 from espnet_slam_aac.scoring import resources as metric_resources
 from espnet_slam_aac.scoring.metrics import PER_CLIP, TextNormalization

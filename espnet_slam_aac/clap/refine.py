@@ -13,6 +13,7 @@ Selection is ``clap.rescore``: cosine similarity, plus ``lm_weight`` x mean toke
 ties go to the first candidate.
 """
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
+from espnet2.utils.types import str2bool
 
 from espnet_slam_aac.clap.model import load_clap, rescore_clips
 from espnet_slam_aac.data.audio import load_audio
@@ -88,6 +90,47 @@ class RefineConfig:
             opts.pop(key)
         opts["config"] = self.clap_config
         return opts
+
+
+def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
+    """clap-refine's inputs, output and CLAP-Refine settings (``RefineConfig``, over a refine YAML), shared with
+    refine-tune."""
+    parser.add_argument("--candidates", required=True, help="candidates.jsonl of the decoded set")
+    parser.add_argument("--data_dir", required=True, help="data dir whose wav.scp holds the clips' audio")
+    parser.add_argument("--out_dir", required=True, help="where text, scores.jsonl and refine.yaml go")
+    parser.add_argument("--config", help="refine YAML (e.g. conf/refine.yaml); flags override its keys")
+    group = parser.add_argument_group("settings (refine YAML keys; defaults in brackets)")
+    defaults = RefineConfig()
+    helps = {
+        "clap": "CLAP: ASE folder or best_model.pt, LAION .pt, ClapModel folder, or hub id",
+        "clap_config": "the ASE's clap_config.yaml, when not beside best_model.pt",
+        "tokenizer": "tokenizer folder or hub id [files beside the checkpoint, else roberta-base]",
+        "lm_weight": "weight of the mean token log-probability added to the similarity",
+        "device": "torch device",
+        "batch_size": "clips per audio-encoder call",
+        "text_batch_size": "captions per text-encoder call",
+        "clips_per_step": "clips read and embedded together",
+        "num_workers": "threads reading audio",
+        "max_seconds": "seconds of audio used from the start of each clip",
+        "whole_clip": "average embeddings over consecutive max_seconds windows covering the whole clip",
+        "channel": "channel of multi-channel audio: first | mean",
+        "short_clip": "clips under 0.1 s: error | silence (embed 10 s of silence, as the reference does)",
+        "max_text_tokens": "caption tokens kept [30 for SLAM-AAC's CLAP, 77 for LAION]",
+    }
+    types = {
+        "whole_clip": str2bool,
+        "lm_weight": float,
+        "max_seconds": float,
+        "batch_size": int,
+        "text_batch_size": int,
+        "clips_per_step": int,
+        "num_workers": int,
+        "max_text_tokens": int,
+    }
+    for name, help_ in helps.items():
+        default = getattr(defaults, name)
+        shown = f" [{default}]" if default is not None else ""
+        group.add_argument(f"--{name}", type=types.get(name, str), default=None, help=help_ + shown)
 
 
 def refine(clap, clips: List[Tuple[str, List[dict]]], wav_scp: Dict[str, str], config: RefineConfig) -> List[dict]:
