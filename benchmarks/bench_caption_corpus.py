@@ -5,7 +5,8 @@ The baseline is what a user writes without the corpus tool: one process, the mod
 ``s2c(*load_audio(path))`` (a batch of one, audio read in the same thread). The corpus runs are the whole
 command as a user runs it: ``./caption.sh --nj N`` (each job a process that loads the model; loader workers decode
 and resample; batches of ``--batch_size`` sorted by duration), then the merge. Both decode beam 4 only (the
-caption), ``--max_new_tokens`` tokens (a random model never ends a caption early), in float32 on the CPU.
+caption), ``--max_new_tokens`` tokens (a random model never ends a caption early), in float32 on the CPU
+(``--device cuda``: bfloat16, one GPU per job).
 
 Reported: clips/s of the baseline without its model loading, and of each corpus run end to end (wall time of
 ``caption.sh``: process start-up, model loading and the merge included) and in its steady state (each job's clips
@@ -17,6 +18,7 @@ Model: a tiny random SLAM-AAC (``testing.tiny_model``: a 32-d EAT block, a 64-d 
 ``--seconds`` long at 44.1 kHz (resampled to 16 kHz by the loader workers, as most corpora need).
 
     python benchmarks/bench_caption_corpus.py --clips 48 --seconds 5 --jobs 1 2 4
+    python benchmarks/bench_caption_corpus.py --model exp/packed_7b --device cuda --clips 512 --batch_size 16 --jobs 1
 """
 
 import argparse
@@ -63,12 +65,14 @@ def write_clips(folder: Path, n: int, seconds: float, rate: int) -> list:
     return paths
 
 
-def file_by_file(model: Path, paths: list, max_new_tokens: int) -> dict:
+def file_by_file(model: Path, paths: list, max_new_tokens: int, device: str) -> dict:
     from espnet_slam_aac.data.audio import load_audio
     from espnet_slam_aac.inference.speech2caption import Speech2Caption
 
     start = time.time()
-    s2c = Speech2Caption.from_pretrained(model, batch_size=1, beam_sizes="4", max_new_tokens=max_new_tokens)
+    s2c = Speech2Caption.from_pretrained(
+        model, batch_size=1, beam_sizes="4", max_new_tokens=max_new_tokens, device=device, dtype="auto"
+    )
     loaded = time.time()
     for path in paths:
         s2c(*load_audio(path))
@@ -78,7 +82,8 @@ def file_by_file(model: Path, paths: list, max_new_tokens: int) -> dict:
 
 def corpus_run(model: Path, audio: Path, out: Path, nj: int, args) -> dict:
     command = ["./caption.sh", "--model", str(model), "--audio", str(audio), "--out", str(out), "--nj", str(nj)]
-    command += ["--batch_size", str(args.batch_size), "--num_workers", str(args.num_workers), "--dtype", "float32"]
+    command += ["--batch_size", str(args.batch_size), "--num_workers", str(args.num_workers), "--dtype", "auto"]
+    command += ["--gpu_inference", "true" if args.device == "cuda" else "false"]
     command += ["--progress_interval", "600", "--caption_args", f"--beams 4 --max_new_tokens {args.max_new_tokens}"]
     start = time.time()
     done = subprocess.run(
@@ -102,6 +107,8 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_workers", type=int, default=1, help="loader processes per job")
     parser.add_argument("--max_new_tokens", type=int, default=20)
+    parser.add_argument("--model", type=Path, help="a packed model folder [a tiny random one]")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: one GPU per job, bfloat16")
     args = parser.parse_args()
     print(
         json.dumps(
@@ -116,12 +123,12 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = build_model(tmp)
+        model = args.model.resolve() if args.model else build_model(tmp)
         paths = write_clips(tmp / "audio", args.clips, args.seconds, args.rate)
         print(
             json.dumps(
                 {
-                    "speech2caption_file_by_file": file_by_file(model, paths, args.max_new_tokens),
+                    "speech2caption_file_by_file": file_by_file(model, paths, args.max_new_tokens, args.device),
                     "load": os.getloadavg(),
                 }
             )
