@@ -170,7 +170,10 @@ def job_windows(entries: Iterable[Entry], window: int, job: int = 1, nj: int = 1
 
 
 def result_record(clip, result) -> dict:
-    """The JSON record of a captioned clip (``loader.Loaded``, ``CaptionResult``)."""
+    """The JSON record of a captioned clip (``loader.Loaded``, ``CaptionResult``); an empty caption is a failure
+    (a broken model or tokenizer), as in ``caption`` and ``decode``."""
+    if not result.caption.strip():
+        return failure_record(clip.ref, "the caption is empty: a broken model or tokenizer?")
     candidates = [
         {"text": c.text, "beam_size": c.beam_size, "logprob": c.logprob, "length": c.length} for c in result.candidates
     ]

@@ -32,6 +32,7 @@ CAPTIONS, CAPTIONS_TSV, FAILED, SUMMARY = "captions.jsonl", "captions.tsv", "fai
 # failure reasons counted by kind in the summary: (kind, words of our messages that say it)
 FAILURE_KINDS = (
     ("missing", ("not found", "is not a file")),
+    ("empty caption", ("caption is empty",)),
     ("empty", ("empty",)),
     ("too short", ("too short", "shorter than")),
     ("non-finite", ("NaN", "infinite")),

@@ -226,6 +226,18 @@ def test_a_job_writes_its_windows_and_a_rerun_skips_what_is_written(s2c, clips, 
     assert (out / "results" / "1-of-2.jsonl").read_text() == job1
 
 
+def test_an_empty_caption_is_a_failure_not_a_caption():
+    from espnet_slam_aac.inference.loader import Loaded
+    from espnet_slam_aac.inference.speech2caption import Candidate, CaptionResult
+
+    clip = Loaded(ClipRef(0, "k", "k.wav"), np.zeros(16000, np.float32), 1.0)
+    record = corpus.result_record(clip, CaptionResult(" ", [Candidate(" ", 4, -1.0, 1)], 0))
+    assert record == {"key": "k", "path": "k.wav", "error": "the caption is empty: a broken model or tokenizer?"}
+    assert corpus_files.failure_kind(record["error"]) == "empty caption"
+    record = corpus.result_record(clip, CaptionResult("a dog", [Candidate("a dog", 4, -1.0, 3)], 0, [0.5]))
+    assert record["caption"] == "a dog" and record["candidates"][0]["similarity"] == 0.5
+
+
 # ---------------------------------------------------------------- the tool in one process
 
 
