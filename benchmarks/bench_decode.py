@@ -110,12 +110,12 @@ def reference_candidates(model, speech, lengths, beam_sizes, max_new_tokens):
     return out
 
 
-VARIANTS = {  # ours: decode's keyword arguments
-    "shared": {},
-    "copied": {"prefix": "copied"},
-    "merged": {},
-    "static": {"static": True},
-    "compiled": {"compile": True},
+VARIANTS = {  # ours: (decode's prefix, DecodingOptions.step)
+    "shared": ("shared", "eager"),
+    "copied": ("copied", "eager"),
+    "merged": ("shared", "eager"),
+    "static": ("shared", "static"),
+    "compiled": ("shared", "compiled"),
 }
 
 
@@ -123,7 +123,8 @@ def our_candidates(model, speech, lengths, options, variant):
     from espnet_slam_aac.inference.decoding import decode
 
     embeds, mask = model.prefix_embeds(speech, lengths)
-    hyps = decode(model.decoder.llm, embeds, mask, options, model.decoder.eos_id, **VARIANTS[variant])
+    prefix, step = VARIANTS[variant]
+    hyps = decode(model.decoder.llm, embeds, mask, options.replace(step=step), model.decoder.eos_id, prefix=prefix)
     return [[h.tokens for h in clip] for clip in hyps]
 
 

@@ -39,6 +39,7 @@ from espnet_slam_aac.utils.config import check_keys, read_yaml
 
 SCHEDULES = ("combined", "sequential")
 STOP_RULES = ("transformers", "slam_aac")
+STEPS = ("eager", "static", "compiled")
 PREFIX_CACHES = {"shared": SharedPrefixCache, "copied": KVCache}
 
 
@@ -60,6 +61,9 @@ class DecodingOptions:
     # The default stays today's generate, what a user comparing with current transformers expects; the recipes'
     # decode YAMLs choose slam_aac, the reference's.
     stop_rule: str = "transformers"
+    # how a decode step runs (same results): "eager"; "static" (every row kept to the end in a full-capacity
+    # cache: the same shapes every step); "compiled" (static + torch.compile with CUDA graphs: a GPU path)
+    step: str = "eager"
 
     def __post_init__(self):
         beams = tuple(int(b) for b in ([self.beam_sizes] if isinstance(self.beam_sizes, int) else self.beam_sizes))
@@ -85,6 +89,8 @@ class DecodingOptions:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.stop_rule not in STOP_RULES:
             raise ConfigError(f"stop_rule must be one of {STOP_RULES}, got {self.stop_rule!r}")
+        if self.step not in STEPS:
+            raise ConfigError(f"step must be one of {STEPS}, got {self.step!r}")
 
     @classmethod
     def from_dict(cls, values: Dict, where: str = "decoding options") -> "DecodingOptions":
@@ -154,8 +160,6 @@ def decode(
     bos_token_id: Optional[int] = None,
     prefix: str = "shared",
     sync_every: Optional[int] = None,
-    static: bool = False,
-    compile: bool = False,
 ) -> List[List[Hypothesis]]:
     """Beam-search every beam size of ``options`` for each clip of a left-padded prefix batch.
 
@@ -167,9 +171,8 @@ def decode(
     (:mod:`~espnet_slam_aac.inference.shared_prefix`); ``"copied"`` is the earlier cache, one copy per beam row,
     kept for the benchmark's comparison. The host checks which clips are done every ``sync_every`` steps (default:
     every step on CPU, where waiting costs nothing, every 4th on a GPU, which then runs ahead); the results are
-    the same, finished clips are frozen on the device until their rows are dropped. ``static=True`` (shared
-    prefix only) keeps every row to the last step in a full-capacity cache, so every step has the same shapes;
-    ``compile=True`` adds ``torch.compile`` with CUDA graphs over that step (a GPU path; same results).
+    the same, finished clips are frozen on the device until their rows are dropped. ``options.step`` "static"
+    and "compiled" need the shared prefix.
     """
     eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     bos = bos_token_id if bos_token_id is not None else getattr(llm.config, "bos_token_id", None)
@@ -177,12 +180,13 @@ def decode(
         raise ConfigError("stop_rule slam_aac with a repetition penalty needs the LM's bos_token_id; none is set")
     if prefix not in PREFIX_CACHES:
         raise ConfigError(f"prefix must be one of {sorted(PREFIX_CACHES)}, got {prefix!r}")
-    if (static or compile) and prefix != "shared":
-        raise ConfigError("static and compiled decoding need prefix='shared'")
-    cache = SharedPrefixCache(llm, static, compile) if prefix == "shared" else KVCache(llm)
+    static, compiled = options.step != "eager", options.step == "compiled"
+    if static and prefix != "shared":
+        raise ConfigError(f"step {options.step!r} needs prefix='shared'")
+    cache = SharedPrefixCache(llm, static, compiled) if prefix == "shared" else KVCache(llm)
     first_logits = cache.prefill(inputs_embeds, attention_mask)
     clips = torch.arange(inputs_embeds.shape[0], device=inputs_embeds.device)
-    if static or compile:
+    if static:
         sync_every = options.max_new_tokens  # rows are dropped only at the end
     elif sync_every is None:
         sync_every = 1 if inputs_embeds.device.type == "cpu" else 4

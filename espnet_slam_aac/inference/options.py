@@ -24,6 +24,7 @@ DECODING_HELP = {
     "early_stopping": "true, false (transformers' heuristic) or never",
     "schedule": "combined (all beam sizes in one search) or sequential (less memory)",
     "stop_rule": "transformers (today's generate) or slam_aac (transformers 4.35.2's, as SLAM-AAC decoded)",
+    "step": "eager, static (same shapes every step) or compiled (static + torch.compile/CUDA graphs, GPU)",
 }
 
 

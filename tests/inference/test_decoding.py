@@ -172,6 +172,8 @@ def test_options_are_validated_with_messages_that_say_what_to_fix(tmp_path):
         DecodingOptions(early_stopping="sometimes")
     with pytest.raises(ConfigError, match="stop_rule"):
         DecodingOptions(stop_rule="hf4")
+    with pytest.raises(ConfigError, match="step must be one of"):
+        DecodingOptions(step="graph")
     with pytest.raises(ConfigError, match="2..8"):
         parse_beam_sizes("two")
     bad = tmp_path / "decode.yaml"
@@ -248,7 +250,7 @@ def test_static_cache_gives_the_captions_of_the_growing_one(llm, stop_rule, sche
     options = DecodingOptions(beam_sizes=(1, 3, 6), max_new_tokens=14, stop_rule=stop_rule, schedule=schedule)
     options = options.replace(repetition_penalty=1.2, min_new_tokens=2)
     growing = decode(llm, embeds, mask, options, EOS)
-    static = decode(llm, embeds, mask, options, EOS, static=True)
+    static = decode(llm, embeds, mask, options.replace(step="static"), EOS)
     assert [[(h.tokens, h.length) for h in c] for c in static] == [[(h.tokens, h.length) for h in c] for c in growing]
     assert [h.score for c in static for h in c] == pytest.approx([h.score for c in growing for h in c], abs=1e-5)
 
@@ -259,5 +261,5 @@ def test_compiled_step_on_the_gpu_gives_the_captions_of_the_eager_one(llm):
     gpu = peaky_llm().cuda()
     options = DecodingOptions(beam_sizes=(2, 4), max_new_tokens=12, stop_rule="slam_aac")
     eager = decode(gpu, embeds.cuda(), mask.cuda(), options, EOS)
-    compiled = decode(gpu, embeds.cuda(), mask.cuda(), options, EOS, compile=True)
+    compiled = decode(gpu, embeds.cuda(), mask.cuda(), options.replace(step="compiled"), EOS)
     assert [[h.tokens for h in c] for c in compiled] == [[h.tokens for h in c] for c in eager]
