@@ -2,7 +2,8 @@
 
 :class:`KVCache` owns it; its rows live in :class:`BeamKVLayer` buffers, allocated once at their final length, where
 a beam reorder moves only the generated tokens (transformers' beam search copies and regrows the whole cache at
-every step).
+every step). Every row holds a copy of its clip's prefix: ``decode(prefix="copied")``, kept to compare with the
+default, :mod:`~espnet_slam_aac.inference.shared_prefix` (one prefix per clip). :func:`prefill_prefix` serves both.
 """
 
 import inspect
