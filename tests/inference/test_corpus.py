@@ -205,6 +205,18 @@ def test_iter_captions_gives_each_clip_once_as_speech2caption_would(s2c, clips, 
         assert record["duration"] == pytest.approx(soundfile.info(record["path"]).duration, abs=1e-3)
 
 
+def test_refined_records_carry_each_candidates_clap_similarity(clips, tiny_claps):
+    refined = Speech2Caption.from_pretrained(MODEL, beam_sizes="2,3", max_new_tokens=3, refine=str(tiny_claps["hf"]))
+    paths = sorted(str(p) for p in clips.rglob("clip00[0-3].wav"))
+    records = {r["key"]: r for r in iter_captions(refined, paths, num_workers=1)}
+    for path in paths:
+        alone = refined(*load_audio(path))  # the CLAP hears the original audio, at its own rate
+        record = records[path]
+        assert [c["beam_size"] for c in record["candidates"]] == [2, 3]
+        assert [c["similarity"] for c in record["candidates"]] == pytest.approx(alone.similarities, abs=1e-4)
+        assert record["caption"] == record["candidates"][record["best"]]["text"]
+
+
 def test_iter_captions_takes_paths_or_key_path_pairs(s2c, clips):
     paths = sorted(str(p) for p in clips.rglob("clip00[0-2].wav"))
     assert sorted(r["key"] for r in iter_captions(s2c, paths, num_workers=0)) == paths  # batches: by duration
