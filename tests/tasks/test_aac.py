@@ -23,6 +23,7 @@ from filelock import FileLock
 from espnet_slam_aac.model.decoder import CaptionTokenizer, load_tokenizer
 from espnet_slam_aac.model.slam_aac import SlamAAC
 from espnet_slam_aac.tasks.aac import AACTask
+from espnet_slam_aac.utils.checkpoint import load_pickle
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_EPOCH = 4
@@ -90,7 +91,7 @@ def data_args(dirs: dict, stats: Path = None) -> list:
 
 
 def epoch_stats(exp: Path) -> dict:
-    return torch.load(exp / "checkpoint.pth", weights_only=False)["reporter"]["stats"]
+    return load_pickle(exp / "checkpoint.pth")["reporter"]["stats"]
 
 
 def shared_dir(tmp_path_factory, name: str) -> Path:
@@ -167,7 +168,7 @@ def test_checkpoints_hold_only_projector_and_lora(trained):
     assert {k.split(".")[0] for k in saved} == {"projector", "decoder"}
     lora = [k for k in saved if k.startswith("decoder.")]
     assert lora and all(".lora_A.default." in k or ".lora_B.default." in k for k in lora)
-    assert set(torch.load(exp / "checkpoint.pth", weights_only=False)["model"]) == set(saved)
+    assert set(load_pickle(exp / "checkpoint.pth")["model"]) == set(saved)
 
 
 def test_nbest_average_is_the_mean_of_the_best_epochs(trained):
@@ -248,7 +249,7 @@ def test_killed_run_resumes_from_its_last_epoch(trained, tmp_path):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
-    assert torch.load(exp / "checkpoint.pth", weights_only=False)["reporter"]["epoch"] == 1, "not killed in epoch 2"
+    assert load_pickle(exp / "checkpoint.pth")["reporter"]["epoch"] == 1, "not killed in epoch 2"
 
     resumed = run_train(args)
     log = finish(resumed)

@@ -15,6 +15,8 @@ import soundfile
 import torch
 import yaml
 
+from espnet_slam_aac.utils.checkpoint import load_pickle
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -103,8 +105,6 @@ def evil(path: Path, marker: Path, base: dict = None) -> Path:
 
 
 def test_espnet_checkpoint_holds_only_allow_listed_objects(trained):
-    from espnet_slam_aac.utils.checkpoint import load_pickle
-
     for name in ("checkpoint.pth", "1epoch.pth", "valid.loss.best.pth"):
         assert load_pickle(trained / name)  # the reporter's numpy means and timedeltas included
 
@@ -131,7 +131,7 @@ def test_tampered_checkpoint_before_resume_is_refused_and_never_run(setup, train
     exp = tmp_path / "exp"
     exp.mkdir()
     marker = tmp_path / "pwned"
-    real = torch.load(trained / "checkpoint.pth", weights_only=False)
+    real = load_pickle(trained / "checkpoint.pth")
     evil(exp / "checkpoint.pth", marker, real)
     run = train(setup, exp, "--resume", "true", "--max_epoch", "2")
     assert_refused(run, f"{exp / 'checkpoint.pth'}: refused to unpickle")
