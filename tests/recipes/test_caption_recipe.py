@@ -168,6 +168,7 @@ def test_the_slurm_backend_submits_one_array_job_and_the_gpu_option_asks_for_gpu
     assert "captioned 6 of 7 inputs; 1 failed (too short 1)" in done.stderr
     args = record.read_text().split()
     assert "--wait" in args and "--array=1-2" in args and not any(a.startswith("--gres") for a in args)
+    assert "--cpus-per-task=2" in args  # the job and its loader worker
     for job in (1, 2):
         log = lines(tmp_path / "out" / "logs" / f"caption.{job}.log")
         assert f"--job {job} --nj 2" in log[0] and log[-1].startswith("# Ended (code 0)")

@@ -67,7 +67,8 @@ _start=$(date +%s)
 mkdir -p "${out}/logs"
 log "captioning ${audio} in ${nj} jobs -> ${out} (logs: ${out}/logs/caption.*.log)"
 # shellcheck disable=SC2086
-${decode_cmd} --gpu "${_ngpu}" JOB=1:"${nj}" "${out}/logs/caption.JOB.log" \
+# each job: the model's process and its loader workers (slurm: --cpus-per-task)
+${decode_cmd} --gpu "${_ngpu}" --num_threads "$((num_workers + 1))" JOB=1:"${nj}" "${out}/logs/caption.JOB.log" \
     "${_caption[@]}" "${_opts[@]}" --num_workers "${num_workers}" --device "${_device}" ${caption_args} \
     --job JOB --nj "${nj}" &
 _runner=$!
