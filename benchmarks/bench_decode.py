@@ -85,26 +85,13 @@ def build_model(preset: str, device: str, dtype: torch.dtype):
 
 def reference_candidates(model, speech, lengths, beam_sizes, max_new_tokens):
     """The reference: per beam size, encode + prefix + generate (num_beams=N, its settings)."""
+    from espnet_slam_aac.testing.reference import reference_generate
+
     out = [[] for _ in range(len(speech))]
     tok = model.decoder.tokenizer
     for beam in beam_sizes:
         embeds, mask = model.prefix_embeds(speech, lengths)
-        ids = model.decoder.llm.generate(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            num_beams=beam,
-            num_return_sequences=1,
-            max_new_tokens=max_new_tokens,
-            min_length=1,
-            do_sample=False,
-            top_p=1.0,
-            temperature=1.0,
-            repetition_penalty=1.0,
-            length_penalty=1.0,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.eos_token_id,
-        )
+        ids = reference_generate(model, embeds, mask, beam, max_new_tokens)
         for i, row in enumerate(ids.tolist()):
             out[i].append([t for t in row if t != tok.eos_token_id])
     return out

@@ -12,6 +12,7 @@ from espnet_slam_aac.data import resample as resampling
 from espnet_slam_aac.data.audio import load_audio
 from espnet_slam_aac.errors import CheckpointError, ConfigError
 from espnet_slam_aac.inference.speech2caption import Speech2Caption
+from espnet_slam_aac.testing.reference import reference_generate
 from espnet_slam_aac.testing.tiny_model import write_tiny_model
 
 
@@ -35,22 +36,7 @@ def reference_captions(s2c: Speech2Caption, clips, beam_sizes, max_new_tokens):
         embeds, mask = model.prefix_embeds(speech, torch.tensor([speech.shape[1]]))
         per_beam = []
         for beam in beam_sizes:
-            ids = model.decoder.llm.generate(
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                num_beams=beam,
-                num_return_sequences=1,
-                max_new_tokens=max_new_tokens,
-                min_length=1,
-                do_sample=False,
-                top_p=1.0,
-                temperature=1.0,
-                repetition_penalty=1.0,
-                length_penalty=1.0,
-                bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.eos_token_id,
-            )
+            ids = reference_generate(model, embeds, mask, beam, max_new_tokens)
             per_beam.append(tok.batch_decode(ids, skip_special_tokens=True)[0].replace("\n", " "))
         out.append(per_beam)
     return out
