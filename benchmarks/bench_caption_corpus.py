@@ -17,7 +17,7 @@ machine the figures move with it.
 Model: a tiny random SLAM-AAC (``testing.tiny_model``: a 32-d EAT block, a 64-d 2-layer Llama). Clips: synthesized,
 ``--seconds`` long at 44.1 kHz (resampled to 16 kHz by the loader workers, as most corpora need).
 
-    python benchmarks/bench_caption_corpus.py --clips 48 --seconds 5 --jobs 1 2 4
+    python benchmarks/bench_caption_corpus.py --clips 480 --seconds 5 --jobs 1 2 4
     python benchmarks/bench_caption_corpus.py --model exp/packed_7b --device cuda --clips 512 --batch_size 16 --jobs 1
 """
 
@@ -84,7 +84,8 @@ def corpus_run(model: Path, audio: Path, out: Path, nj: int, args) -> dict:
     command = ["./caption.sh", "--model", str(model), "--audio", str(audio), "--out", str(out), "--nj", str(nj)]
     command += ["--batch_size", str(args.batch_size), "--num_workers", str(args.num_workers), "--dtype", "auto"]
     command += ["--gpu_inference", "true" if args.device == "cuda" else "false"]
-    command += ["--progress_interval", "600", "--caption_args", f"--beams 4 --max_new_tokens {args.max_new_tokens}"]
+    decoding = f"--beams 4 --max_new_tokens {args.max_new_tokens} --window {args.window}"
+    command += ["--progress_interval", "600", "--caption_args", decoding]
     start = time.time()
     done = subprocess.run(
         command, cwd=TEMPLATE, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_workers", type=int, default=1, help="loader processes per job")
     parser.add_argument("--max_new_tokens", type=int, default=20)
+    parser.add_argument("--window", type=int, default=32, help="inputs per window: jobs take turns by window")
     parser.add_argument("--model", type=Path, help="a packed model folder [a tiny random one]")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: one GPU per job, bfloat16")
     args = parser.parse_args()
