@@ -31,6 +31,7 @@ from typing import IO, List, Optional, Tuple
 
 from tqdm import tqdm
 
+from espnet_slam_aac.data.audio import AUDIO_SUFFIXES
 from espnet_slam_aac.data.datadir import read_wav_scp
 from espnet_slam_aac.errors import AudioError, SlamAACError
 from espnet_slam_aac.inference.batching import iter_batches
@@ -43,8 +44,6 @@ from espnet_slam_aac.inference.options import (
 )
 from espnet_slam_aac.utils import runner
 from espnet_slam_aac.utils.fileio import atomic_output, refuse_overwrite
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ SAMPLE_RATE = 16000  # EAT's rate; every clip is resampled to it
 FRAME_LENGTH = 400  # samples at 16 kHz (25 ms); a clip shorter than this has no frame
 FRAME_SHIFT = 160  # samples at 16 kHz (10 ms)
 CHANNELS = ("first", "mean")
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"})
 Wave = TypeVar("Wave")  # a numpy array or a torch tensor
 
 

@@ -9,7 +9,7 @@
 
 Inputs (``list_inputs``) are listed lazily, so the first caption comes before a folder of a million files has
 been walked: a **folder** is walked recursively with ``os.scandir``, each folder's entries in name order, files
-with an audio suffix (``AUDIO_SUFFIXES``) taken, keyed by their path relative to the folder; a **wav.scp**
+with an audio suffix (``data.audio.AUDIO_SUFFIXES``) taken, keyed by their path relative to the folder; a **wav.scp**
 ("KEY PATH" lines) and a **jsonl** (``{"key": ..., "source": PATH}`` lines, SLAM-AAC's manifest format; a
 relative source is relative to the jsonl's folder, a missing key is the source) are read line by line. A line
 that names no clip (no path, bad JSON, a key seen before) is a ``Problem``: it is listed among the failures
@@ -34,13 +34,13 @@ from typing import Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 import torch
 
+from espnet_slam_aac.data.audio import AUDIO_SUFFIXES
 from espnet_slam_aac.errors import DataError
 from espnet_slam_aac.inference import corpus_files
 from espnet_slam_aac.inference.loader import ClipRef, Failed, Preparer, load_windows, window_batches
 
 logger = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"})
 WINDOW_BATCHES = 16  # default window: this many model batches
 PROGRESS_SECONDS = 10.0  # a job logs and writes its progress this often
 
