@@ -13,23 +13,14 @@ import yaml
 from espnet_slam_aac.data.manifest import prepare_data_dir
 from espnet_slam_aac.testing import synth
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory, tiny_eat, tiny_llm) -> Path:
-    from espnet_slam_aac.packaging.pack import pack
+def recipe(toy_recipe) -> Path:
     from espnet_slam_aac.testing.tiny_clap import build_tiny_clap
-    from espnet_slam_aac.testing.tiny_model import make_experiment
 
-    root = tmp_path_factory.mktemp("refine_tune")
-    exp = make_experiment(root / "model", tiny_eat, tiny_llm)
-    pack(exp / "config.yaml", exp / "valid.loss.best.pth", root / "tiny" / "packed", resolve_revisions=False)
-    recipe = root / "egs2" / "toy" / "aac1"
-    (recipe / "conf").mkdir(parents=True)
-    for name in ("aac.sh", "utils", "path.sh", "cmd.sh"):
-        (recipe / name).symlink_to(REPO / "egs2" / "TEMPLATE" / "aac1" / name)
-    (recipe / "conf" / "decode.yaml").write_text("beam_sizes: [1, 2]\ntext_beam_size: 2\nmax_new_tokens: 4\n")
+    recipe = toy_recipe("refine_tune")
+    root = recipe.parents[2]
     clap = build_tiny_clap(root / "clap", "ase")
     (recipe / "conf" / "refine.yaml").write_text(f"clap: {clap}\nlm_weight: 0.0\n")
     test = synth.write_corpus(root / "test", n_clips=3, captions_per_clip=2, seed=5, seconds=2.0)

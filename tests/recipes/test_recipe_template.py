@@ -13,23 +13,13 @@ import pytest
 from espnet_slam_aac.data.manifest import prepare_data_dir
 from espnet_slam_aac.testing import synth
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory, tiny_eat, tiny_llm) -> Path:
+def recipe(toy_recipe) -> Path:
     """A recipe dir (links into the real TEMPLATE) with a 4-clip evaluation set and a tiny packed model."""
-    from espnet_slam_aac.packaging.pack import pack
-    from espnet_slam_aac.testing.tiny_model import make_experiment
-
-    root = tmp_path_factory.mktemp("template")
-    exp = make_experiment(root / "model", tiny_eat, tiny_llm)
-    pack(exp / "config.yaml", exp / "valid.loss.best.pth", root / "tiny" / "packed", resolve_revisions=False)
-    recipe = root / "egs2" / "toy" / "aac1"
-    (recipe / "conf").mkdir(parents=True)
-    for name in ("aac.sh", "utils", "path.sh", "cmd.sh"):
-        (recipe / name).symlink_to(REPO / "egs2" / "TEMPLATE" / "aac1" / name)
-    (recipe / "conf" / "decode.yaml").write_text("beam_sizes: [1, 2]\ntext_beam_size: 2\nmax_new_tokens: 4\n")
+    recipe = toy_recipe("template")
+    root = recipe.parents[2]
     manifest = synth.write_corpus(root / "corpus", n_clips=4, captions_per_clip=2, seed=5)
     prepare_data_dir(manifest, recipe / "data" / "test", references=True)
     return recipe
