@@ -14,7 +14,6 @@ from espnet_slam_aac.data.manifest import prepare_data_dir
 from espnet_slam_aac.testing import synth
 
 
-
 @pytest.fixture(scope="module")
 def recipe(toy_recipe) -> Path:
     from espnet_slam_aac.testing.tiny_clap import build_tiny_clap
